@@ -1,0 +1,47 @@
+"""The `workbench` command line: thin commands over the services, acting as `system`."""
+
+from __future__ import annotations
+
+import typer
+
+from workbench.cli import db, project, taxonomy, user
+from workbench.cli._common import JsonFlag, ProjectOpt, database, emit
+from workbench.services.projects import get_project
+from workbench.services.status import project_status
+
+app = typer.Typer(
+    help=(
+        "Trust & safety active-learning workbench: ingest content, embed it, pick what reviewers "
+        "label, audit their agreement, retrain. Configure with WORKBENCH_HOME and "
+        "WORKBENCH_DATABASE_URL (default: SQLite under ./.workbench)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(project.app, name="project")
+app.add_typer(taxonomy.app, name="taxonomy")
+app.add_typer(user.app, name="user")
+
+
+@app.command()
+def status(project: ProjectOpt, json_mode: JsonFlag = False) -> None:
+    """Counts for a project: items (by modality), labels, labelled items, reviewers."""
+    with database(json_mode) as dbh, dbh.sessions() as s:
+        result = project_status(s, get_project(s, project))
+
+        def human() -> None:
+            print(f"project {result['project']}")
+            for k, v in result.items():
+                if k == "project":
+                    continue
+                if isinstance(v, dict):
+                    v = ", ".join(f"{a} {b}" for a, b in v.items())
+                print(f"  {k:<18} {v}")
+
+        emit(result, json_mode, human)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,73 @@
+"""Process-wide configuration: one pydantic-settings object read from `WORKBENCH_*` variables.
+
+Defaults give a working embedded setup: a SQLite file and media/vector files under `./.workbench`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IngestLimits(BaseSettings):
+    """Limits that make hostile or broken input fail early with a clear message.
+
+    Each can be set as `WORKBENCH_INGEST_<NAME>`, e.g. `WORKBENCH_INGEST_MAX_TEXT_BYTES=200000`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="WORKBENCH_INGEST_", extra="ignore")
+
+    max_text_bytes: int = Field(100_000, gt=0, description="UTF-8 bytes of one item's text")
+    max_file_bytes: int = Field(512 * 1024 * 1024, gt=0, description="bytes of one media file")
+    max_image_pixels: int = Field(
+        50_000_000, gt=0, description="width x height declared by an image (decompression bombs)"
+    )
+    max_media_seconds: float = Field(
+        4 * 3600.0, gt=0, description="duration of one audio or video file"
+    )
+    max_metadata_bytes: int = Field(64_000, gt=0, description="JSON bytes of one item's metadata")
+
+
+class Settings(BaseSettings):
+    """Where the workbench keeps its state. Env prefix `WORKBENCH_`."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKBENCH_", extra="ignore")
+
+    home: Path = Field(Path(".workbench"), description="folder for the SQLite file, media, indexes")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<home>/workbench.db"
+    )
+    sqlite_busy_timeout_ms: int = Field(30_000, gt=0)
+
+    @cached_property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_home / 'workbench.db'}"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.resolved_home / "media"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.resolved_home / "staging"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    def ingest_limits(self) -> IngestLimits:
+        return IngestLimits()
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment now (not cached: tests and the CLI change it)."""
+    return Settings()

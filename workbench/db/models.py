@@ -1,0 +1,245 @@
+"""The workbench's tables, SQLAlchemy 2.0 typed. Each schema change is one Alembic revision."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from workbench.db.base import Base
+from workbench.db.types import JSONType, UTCDateTime, utcnow
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; Postgres gets a 64-bit key for big tables.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Role(StrEnum):
+    reviewer = "reviewer"
+    lead = "lead"
+    engineer = "engineer"
+    admin = "admin"
+
+
+class Decision(StrEnum):
+    violating = "violating"
+    not_violating = "not_violating"
+    unsure = "unsure"  # escalate
+
+
+class LabelSource(StrEnum):
+    human = "human"  # made in the review UI
+    import_ = "import"  # came from a file (another tool, an earlier export)
+    propagated = "propagated"  # copied to a near-duplicate; never counted as a human judgement
+
+
+class Modality(StrEnum):
+    text = "text"
+    image = "image"
+    audio = "audio"
+    video = "video"
+
+
+def _enum(cls: type[StrEnum], name: str) -> Enum:
+    # Stored as plain strings with a CHECK constraint: portable, and readable in SQL.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+    )
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    # None: the user cannot log in (e.g. a reviewer known only from imported labels).
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    # Validated by workbench.schemas.ProjectSettings; stored as JSON so later settings need no
+    # schema change.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    policy_versions: Mapped[list[PolicyVersion]] = relationship(
+        back_populates="project", order_by="PolicyVersion.version"
+    )
+
+
+class PolicyVersion(Base):
+    """One immutable version of a project's policy taxonomy."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (UniqueConstraint("project_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    # sha256 of the canonical taxonomy JSON: loading the same taxonomy twice is a no-op.
+    checksum: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+    project: Mapped[Project] = relationship(back_populates="policy_versions")
+    policies: Mapped[list[Policy]] = relationship(
+        back_populates="policy_version", order_by="Policy.position", cascade="all, delete-orphan"
+    )
+
+
+class Policy(Base):
+    """One policy code (e.g. `hate`) as written in one taxonomy version."""
+
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("policy_version_id", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    policy_version_id: Mapped[int] = mapped_column(
+        ForeignKey("policy_versions.id", ondelete="CASCADE")
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    guideline: Mapped[str] = mapped_column(Text)
+    # [{"level": 1, "name": "low", "description": "..."}, ...]
+    severity_scale: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    dsa_category: Mapped[str | None] = mapped_column(String(80))
+
+    policy_version: Mapped[PolicyVersion] = relationship(back_populates="policies")
+
+
+class Item(Base):
+    """One piece of content (a comment, an episode, a track) with up to one asset per modality."""
+
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("project_id", "external_id"),
+        Index("ix_items_project_content_hash", "project_id", "content_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(512))
+    text: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(35))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    modalities: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # sha256 over text, language, metadata and asset hashes: decides "same content".
+    content_hash: Mapped[str] = mapped_column(String(64))
+    # The earliest item of the project with the same content (exact duplicate), if any.
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="SET NULL"))
+    # Bumped by `ingest --update` when the content changes, so derived data can be refreshed.
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    source: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    assets: Mapped[list[MediaAsset]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", order_by="MediaAsset.modality"
+    )
+
+
+class MediaAsset(Base):
+    """A media file of an item, stored content-addressed under WORKBENCH_HOME/media."""
+
+    __tablename__ = "media_assets"
+    __table_args__ = (
+        UniqueConstraint("item_id", "modality"),
+        Index("ix_media_assets_sha256", "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    modality: Mapped[Modality] = mapped_column(_enum(Modality, "modality"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    mime_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    # Relative to the media store root, e.g. "ab/cd/abcd...ef.png".
+    store_path: Mapped[str] = mapped_column(String(300))
+    original_name: Mapped[str | None] = mapped_column(String(1024))
+
+    item: Mapped[Item] = relationship(back_populates="assets")
+
+
+class Label(Base):
+    """One judgement of one item by one reviewer. Append-only: a correction supersedes."""
+
+    __tablename__ = "labels"
+    __table_args__ = (
+        Index("ix_labels_project_item", "project_id", "item_id"),
+        Index("ix_labels_reviewer", "reviewer_id"),
+        CheckConstraint("severity IS NULL OR (severity >= 1 AND severity <= 4)", name="severity"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    policy_version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
+    decision: Mapped[Decision] = mapped_column(_enum(Decision, "decision"))
+    policies: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    severity: Mapped[int | None] = mapped_column(Integer)
+    rationale: Mapped[str | None] = mapped_column(Text)
+    # Text: [{"start": 0, "end": 5}] (characters); audio/video: [{"start_s": 1.5, "end_s": 3.0}].
+    spans: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    time_spent_ms: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[LabelSource] = mapped_column(_enum(LabelSource, "label_source"))
+    # A double click, a reconnect or a re-import with the same key never makes a second label.
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    # Unique: a label is corrected at most once; the chain of corrections stays linear.
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    reviewer: Mapped[User] = relationship()
+    item: Mapped[Item] = relationship()
+    policy_version: Mapped[PolicyVersion] = relationship()
+    supersedes: Mapped[Label | None] = relationship(remote_side=[id])
+
+
+class AuditEvent(Base):
+    """Who did what, when: every write that matters records one, in the same transaction."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_project_at", "project_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))  # a user name, or "system" for the CLI
+    actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(80))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    entity_type: Mapped[str | None] = mapped_column(String(40))
+    entity_id: Mapped[str | None] = mapped_column(String(512))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

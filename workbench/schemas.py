@@ -1,0 +1,130 @@
+"""Typed, validated shapes shared by services and interfaces (pydantic)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class EncoderSettings(BaseModel):
+    """Which encoder embeds each modality (names from the encoder registry)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = "minilm-l6-v2"
+    image: str = "image-stats"
+    audio: str = "audio-logmel"
+    video: str = "video-frames"
+    # Local Hugging Face model directories, when a transformers encoder is chosen.
+    image_model_path: str | None = None
+    audio_model_path: str | None = None
+
+
+class ProjectSettings(BaseModel):
+    """Per-project knobs. Unknown keys are refused so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    encoders: EncoderSettings = Field(default_factory=EncoderSettings)
+    retrain_every_n_labels: int = Field(
+        200, ge=0, description="start a retrain round after this many new labels; 0 = never"
+    )
+    overlap_share: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of queued items reviewed by overlap_k reviewers"
+    )
+    overlap_k: int = Field(2, ge=2, le=20, description="reviewers per overlap item")
+    gold_rate: float = Field(
+        0.02, ge=0.0, le=0.5, description="share of a reviewer's queue that is gold items"
+    )
+    selection_mix: dict[str, float] = Field(
+        default_factory=lambda: {"cluster_margin": 0.7, "seals": 0.2, "random": 0.1},
+        description="strategy name -> share of each selected batch; shares sum to 1",
+    )
+    batch_size: int = Field(100, ge=1, le=100_000, description="items per selection batch")
+    lease_seconds: int = Field(
+        900, ge=10, le=86_400, description="a leased item returns to the queue after this"
+    )
+    show_model_suggestion_after_submit: bool = Field(
+        False, description="reviewers see the model's prediction after they submit (never before)"
+    )
+    near_duplicate_threshold: float = Field(
+        0.95, gt=0.0, le=1.0, description="cosine above which two items are near-duplicates"
+    )
+
+    @field_validator("selection_mix")
+    @classmethod
+    def _mix_sums_to_one(cls, mix: dict[str, float]) -> dict[str, float]:
+        if not mix:
+            raise ValueError("selection_mix needs at least one strategy")
+        bad = {k: v for k, v in mix.items() if not (0.0 <= v <= 1.0)}
+        if bad:
+            raise ValueError(f"each share must be between 0 and 1, found {bad}")
+        total = sum(mix.values())
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"shares must sum to 1, found {total:g} in {mix}")
+        return mix
+
+
+SETTING_KEYS_HELP = "dotted keys, e.g. batch_size, overlap_k, encoders.text, selection_mix"
+
+
+def parse_setting_value(raw: str) -> Any:
+    """A CLI value: JSON when it parses (numbers, booleans, objects), else the plain string."""
+    import json
+
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+class SeverityLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: int = Field(ge=1, le=4)
+    name: str = Field(min_length=1)
+    description: str = ""
+
+
+class PolicySpec(BaseModel):
+    """One policy code as written in a taxonomy file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    title: str = Field(min_length=1, max_length=200)
+    guideline: str = Field(min_length=1)
+    severity_scale: list[SeverityLevel] = Field(default_factory=list)
+    dsa_category: str | None = None
+
+    @field_validator("severity_scale")
+    @classmethod
+    def _levels_unique(cls, scale: list[SeverityLevel]) -> list[SeverityLevel]:
+        levels = [s.level for s in scale]
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"severity levels repeat: {levels}")
+        return sorted(scale, key=lambda s: s.level)
+
+
+class TaxonomySpec(BaseModel):
+    """A whole policy taxonomy, as loaded from a JSON file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    decisions: list[Literal["violating", "not_violating", "unsure"]] = Field(
+        default_factory=lambda: ["violating", "not_violating", "unsure"]
+    )
+    policies: list[PolicySpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _codes_unique_and_none_present(self) -> TaxonomySpec:
+        codes = [p.code for p in self.policies]
+        dup = sorted({c for c in codes if codes.count(c) > 1})
+        if dup:
+            raise ValueError(f"policy codes repeat: {dup}")
+        if "none" not in codes:
+            raise ValueError("a taxonomy needs the code 'none' (no violation)")
+        return self

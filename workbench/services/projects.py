@@ -1,0 +1,116 @@
+"""Projects and their typed settings."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from workbench.db.models import Project
+from workbench.errors import NotFoundError, Problem, WorkbenchError
+from workbench.schemas import SETTING_KEYS_HELP, ProjectSettings, TaxonomySpec
+from workbench.services.audit import Actor, record_event
+from workbench.services.taxonomy import add_policy_version, default_taxonomy
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def get_project(session: Session, name: str) -> Project:
+    project = session.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        raise NotFoundError(
+            f"no project named {name!r} (create it with `workbench project create {name}`)"
+        )
+    return project
+
+
+def find_project(session: Session, name: str) -> Project | None:
+    return session.scalar(select(Project).where(Project.name == name))
+
+
+def create_project(
+    session: Session,
+    name: str,
+    actor: Actor,
+    *,
+    taxonomy: TaxonomySpec | None = None,
+    settings: ProjectSettings | None = None,
+) -> Project:
+    if not _NAME.match(name):
+        raise WorkbenchError(
+            f"project name {name!r} is not allowed: use 1-128 letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+    if find_project(session, name) is not None:
+        raise WorkbenchError(f"a project named {name!r} already exists")
+    project = Project(name=name, settings=(settings or ProjectSettings()).model_dump(mode="json"))
+    session.add(project)
+    session.flush()
+    record_event(
+        session,
+        actor,
+        "project.created",
+        project_id=project.id,
+        entity_type="project",
+        entity_id=name,
+    )
+    add_policy_version(session, project, taxonomy or default_taxonomy(), actor)
+    return project
+
+
+def get_or_create_project(session: Session, name: str, actor: Actor) -> tuple[Project, bool]:
+    project = find_project(session, name)
+    if project is not None:
+        return project, False
+    return create_project(session, name, actor), True
+
+
+def project_settings(project: Project) -> ProjectSettings:
+    return ProjectSettings.model_validate(project.settings or {})
+
+
+def set_project_setting(
+    session: Session, project: Project, key: str, value: Any, actor: Actor
+) -> ProjectSettings:
+    """Set one dotted key (`batch_size`, `encoders.text`) after full validation."""
+    current = project_settings(project).model_dump(mode="json")
+    parts = key.split(".")
+    node: Any = current
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
+            raise WorkbenchError(
+                f"unknown setting {key!r}: {'.'.join(parts[: i + 1])!r} is not a group "
+                f"({SETTING_KEYS_HELP})"
+            )
+        node = node[part]
+    leaf = parts[-1]
+    # selection_mix is a free-form mapping; every other leaf must already exist.
+    if leaf not in node and not (len(parts) == 2 and parts[0] == "selection_mix"):
+        known = ", ".join(sorted(node))
+        raise WorkbenchError(f"unknown setting {key!r}; known keys here: {known}")
+    old = node.get(leaf)
+    node[leaf] = value
+    try:
+        validated = ProjectSettings.model_validate(current)
+    except ValidationError as exc:
+        problems = [
+            Problem(field=".".join(str(p) for p in e["loc"]) or key, reason=e["msg"])
+            for e in exc.errors()
+        ]
+        raise WorkbenchError(
+            f"invalid value {value!r} for {key!r}: {problems[0].reason}", problems
+        ) from None
+    project.settings = validated.model_dump(mode="json")
+    record_event(
+        session,
+        actor,
+        "project.setting_changed",
+        project_id=project.id,
+        entity_type="project",
+        entity_id=project.name,
+        details={"key": key, "old": old, "new": value},
+    )
+    return validated

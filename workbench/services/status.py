@@ -1,0 +1,59 @@
+"""A project's vital counts, for `workbench status` and the dashboards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import distinct, func, select
+from sqlalchemy.orm import Session
+
+from workbench.db.models import Item, Label, MediaAsset, Modality, Project
+
+
+def project_status(session: Session, project: Project) -> dict[str, Any]:
+    items = session.scalar(select(func.count()).where(Item.project_id == project.id)) or 0
+    by_modality: dict[str, int] = {m.value: 0 for m in Modality}
+    by_modality["text"] = (
+        session.scalar(
+            select(func.count()).where(Item.project_id == project.id, Item.text.is_not(None))
+        )
+        or 0
+    )
+    rows = session.execute(
+        select(MediaAsset.modality, func.count())
+        .join(Item, Item.id == MediaAsset.item_id)
+        .where(Item.project_id == project.id)
+        .group_by(MediaAsset.modality)
+    )
+    for modality, n in rows:
+        by_modality[modality.value] = n
+    labels = session.scalar(select(func.count()).where(Label.project_id == project.id)) or 0
+    labelled = (
+        session.scalar(
+            select(func.count(distinct(Label.item_id))).where(Label.project_id == project.id)
+        )
+        or 0
+    )
+    reviewers = (
+        session.scalar(
+            select(func.count(distinct(Label.reviewer_id))).where(Label.project_id == project.id)
+        )
+        or 0
+    )
+    duplicates = (
+        session.scalar(
+            select(func.count()).where(
+                Item.project_id == project.id, Item.duplicate_of_id.is_not(None)
+            )
+        )
+        or 0
+    )
+    return {
+        "project": project.name,
+        "items": items,
+        "items_by_modality": by_modality,
+        "exact_duplicates": duplicates,
+        "labels": labels,
+        "labelled_items": labelled,
+        "reviewers": reviewers,
+    }

@@ -1,0 +1,153 @@
+"""Versioned policy taxonomies: every change is a new version; labels keep theirs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from workbench.db.models import Policy, PolicyVersion, Project
+from workbench.errors import NotFoundError, Problem, WorkbenchError
+from workbench.schemas import TaxonomySpec
+from workbench.services.audit import Actor, record_event
+from workbench.taxonomy import default_taxonomy_json
+
+
+def parse_taxonomy(data: Any, *, source: str) -> TaxonomySpec:
+    try:
+        return TaxonomySpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            Problem(
+                file=source,
+                field=".".join(str(p) for p in err["loc"]) or None,
+                reason=err["msg"],
+            )
+            for err in exc.errors()
+        ]
+        raise WorkbenchError(f"{source}: not a valid taxonomy", problems) from None
+
+
+def load_taxonomy_file(path: Path) -> TaxonomySpec:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkbenchError(f"{path}: no such taxonomy file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkbenchError(f"{path}: not a JSON file: {exc}") from None
+    return parse_taxonomy(data, source=str(path))
+
+
+def default_taxonomy() -> TaxonomySpec:
+    return parse_taxonomy(default_taxonomy_json(), source="default_taxonomy.json")
+
+
+def taxonomy_checksum(spec: TaxonomySpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def current_policy_version(session: Session, project: Project) -> PolicyVersion:
+    pv = session.scalar(
+        select(PolicyVersion)
+        .where(PolicyVersion.project_id == project.id)
+        .order_by(PolicyVersion.version.desc())
+        .limit(1)
+        .options(selectinload(PolicyVersion.policies))
+    )
+    if pv is None:
+        raise NotFoundError(f"project {project.name!r} has no policy taxonomy")
+    return pv
+
+
+def get_policy_version(session: Session, project: Project, version: int) -> PolicyVersion:
+    pv = session.scalar(
+        select(PolicyVersion)
+        .where(PolicyVersion.project_id == project.id, PolicyVersion.version == version)
+        .options(selectinload(PolicyVersion.policies))
+    )
+    if pv is None:
+        raise NotFoundError(f"project {project.name!r} has no policy version {version}")
+    return pv
+
+
+def list_policy_versions(session: Session, project: Project) -> list[PolicyVersion]:
+    return list(
+        session.scalars(
+            select(PolicyVersion)
+            .where(PolicyVersion.project_id == project.id)
+            .order_by(PolicyVersion.version)
+            .options(selectinload(PolicyVersion.policies))
+        )
+    )
+
+
+def add_policy_version(
+    session: Session, project: Project, spec: TaxonomySpec, actor: Actor
+) -> tuple[PolicyVersion, bool]:
+    """Make `spec` the project's current taxonomy. Returns (version, created).
+
+    Loading the taxonomy that is already current is a no-op, so scripts can re-run safely.
+    """
+    checksum = taxonomy_checksum(spec)
+    latest = session.scalar(
+        select(func.max(PolicyVersion.version)).where(PolicyVersion.project_id == project.id)
+    )
+    if latest is not None:
+        current = current_policy_version(session, project)
+        if current.checksum == checksum:
+            return current, False
+    pv = PolicyVersion(
+        project_id=project.id,
+        version=(latest or 0) + 1,
+        name=spec.name,
+        checksum=checksum,
+        created_by=actor.name,
+    )
+    for pos, p in enumerate(spec.policies):
+        pv.policies.append(
+            Policy(
+                position=pos,
+                code=p.code,
+                title=p.title,
+                guideline=p.guideline,
+                severity_scale=[s.model_dump() for s in p.severity_scale],
+                dsa_category=p.dsa_category,
+            )
+        )
+    session.add(pv)
+    session.flush()
+    record_event(
+        session,
+        actor,
+        "taxonomy.version_added",
+        project_id=project.id,
+        entity_type="policy_version",
+        entity_id=pv.version,
+        details={"name": spec.name, "codes": [p.code for p in spec.policies]},
+    )
+    return pv, True
+
+
+def policy_version_as_dict(pv: PolicyVersion) -> dict[str, Any]:
+    return {
+        "version": pv.version,
+        "name": pv.name,
+        "created_at": pv.created_at.isoformat(),
+        "created_by": pv.created_by,
+        "policies": [
+            {
+                "code": p.code,
+                "title": p.title,
+                "guideline": p.guideline,
+                "severity_scale": p.severity_scale,
+                "dsa_category": p.dsa_category,
+            }
+            for p in pv.policies
+        ],
+    }

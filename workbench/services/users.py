@@ -1,0 +1,147 @@
+"""Users, roles and password hashes (argon2id: slow and salted on purpose)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from workbench.db.models import Role, User
+from workbench.errors import NotFoundError, WorkbenchError
+from workbench.services.audit import Actor, record_event, require_role
+
+_hasher = PasswordHasher()
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+MIN_PASSWORD_LENGTH = 8
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    if not password_hash:
+        return False
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def parse_role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise WorkbenchError(
+            f"unknown role {value!r}: expected one of {', '.join(r.value for r in Role)}"
+        ) from None
+
+
+def validate_user_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise WorkbenchError(
+            f"user name {name!r} is not allowed: use 1-128 letters, digits, '_', '.', '@', '-'"
+        )
+
+
+def find_user(session: Session, name: str) -> User | None:
+    return session.scalar(select(User).where(User.name == name))
+
+
+def get_user(session: Session, name: str) -> User:
+    user = find_user(session, name)
+    if user is None:
+        raise NotFoundError(f"no user named {name!r}")
+    return user
+
+
+def add_user(
+    session: Session, name: str, role: Role, actor: Actor, *, password: str | None
+) -> User:
+    """Create a user. A password of None makes an account that cannot log in yet."""
+    require_role(actor, Role.admin, action="add users")
+    validate_user_name(name)
+    existing = find_user(session, name)
+    if existing is not None:
+        raise WorkbenchError(f"a user named {name!r} already exists (role {existing.role.value})")
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        raise WorkbenchError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    user = User(name=name, role=role, password_hash=hash_password(password) if password else None)
+    session.add(user)
+    session.flush()
+    record_event(
+        session,
+        actor,
+        "user.added",
+        entity_type="user",
+        entity_id=name,
+        details={"role": role.value, "can_log_in": password is not None},
+    )
+    return user
+
+
+def get_or_create_reviewer(session: Session, name: str, actor: Actor) -> User:
+    """Reviewers named in imported labels become users without a password."""
+    user = find_user(session, name)
+    if user is not None:
+        return user
+    validate_user_name(name)
+    user = User(name=name, role=Role.reviewer, password_hash=None)
+    session.add(user)
+    session.flush()
+    record_event(
+        session,
+        actor,
+        "user.added",
+        entity_type="user",
+        entity_id=name,
+        details={
+            "role": Role.reviewer.value,
+            "can_log_in": False,
+            "reason": "named in imported labels",
+        },
+    )
+    return user
+
+
+def set_password(session: Session, user: User, password: str, actor: Actor) -> None:
+    if actor.user_id != user.id:
+        require_role(actor, Role.admin, action="reset another user's password")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise WorkbenchError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    user.password_hash = hash_password(password)
+    record_event(session, actor, "user.password_set", entity_type="user", entity_id=user.name)
+
+
+def set_disabled(session: Session, user: User, disabled: bool, actor: Actor) -> None:
+    require_role(actor, Role.admin, action="disable users")
+    user.disabled = disabled
+    record_event(
+        session,
+        actor,
+        "user.disabled" if disabled else "user.enabled",
+        entity_type="user",
+        entity_id=user.name,
+    )
+
+
+def set_role(session: Session, user: User, role: Role, actor: Actor) -> None:
+    require_role(actor, Role.admin, action="change roles")
+    old = user.role
+    user.role = role
+    record_event(
+        session,
+        actor,
+        "user.role_changed",
+        entity_type="user",
+        entity_id=user.name,
+        details={"old": old.value, "new": role.value},
+    )
