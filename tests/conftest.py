@@ -86,8 +86,8 @@ def sqlite_settings(home: Path) -> Settings:
 
 @pytest.fixture
 def db(settings: Settings) -> Iterator[Database]:
-    from workbench.db.migrate import upgrade
     from workbench.db.engine import make_engine
+    from workbench.db.migrate import upgrade
 
     if not settings.is_sqlite:
         upgrade(make_engine(settings.url))  # Postgres is upgraded on purpose, never implicitly
