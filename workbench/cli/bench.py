@@ -1,0 +1,21 @@
+"""`workbench bench ...`: benchmarks that write results (date, machine, command) to benchmarks/."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Benchmarks. Each writes JSON with date, machine and command to ./benchmarks/.",
+    no_args_is_help=True,
+)
+
+
+def _register_all() -> None:
+    # Each benchmark family lives in its own module and adds its commands here.
+    from workbench.cli import bench_agreement, bench_al, bench_embed
+
+    for module in (bench_embed, bench_al, bench_agreement):
+        module.register(app)
+
+
+_register_all()
