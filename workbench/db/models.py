@@ -156,6 +156,10 @@ class Item(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     # The earliest item of the project with the same content (exact duplicate), if any.
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="SET NULL"))
+    # Root item of its near-duplicate group (cosine or perceptual hash), if any.
+    near_duplicate_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("items.id", ondelete="SET NULL")
+    )
     # Bumped by `ingest --update` when the content changes, so derived data can be refreshed.
     revision: Mapped[int] = mapped_column(Integer, default=1)
     source: Mapped[str | None] = mapped_column(String(1024))
@@ -188,6 +192,8 @@ class MediaAsset(Base):
     # Relative to the media store root, e.g. "ab/cd/abcd...ef.png".
     store_path: Mapped[str] = mapped_column(String(300))
     original_name: Mapped[str | None] = mapped_column(String(1024))
+    # PDQ perceptual hash (hex) of images, for near-duplicate grouping; set when embedded.
+    perceptual_hash: Mapped[str | None] = mapped_column(String(64))
 
     item: Mapped[Item] = relationship(back_populates="assets")
 
@@ -243,3 +249,49 @@ class AuditEvent(Base):
     entity_type: Mapped[str | None] = mapped_column(String(40))
     entity_id: Mapped[str | None] = mapped_column(String(512))
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class EmbeddingStatus(StrEnum):
+    ok = "ok"
+    failed = "failed"  # undecodable or corrupt input; the reason is kept, the run goes on
+
+
+class EmbeddingSpace(Base):
+    """One vector space of a project: a modality slot (or `fused`) and the encoder filling it."""
+
+    __tablename__ = "embedding_spaces"
+    __table_args__ = (UniqueConstraint("project_id", "name", "encoder_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(32))  # text, image, audio, video, fused
+    encoder_id: Mapped[str] = mapped_column(String(128))
+    # The version the space's vectors are being brought to; rows of older versions get redone.
+    encoder_version: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Embedding(Base):
+    """Which encoder version embedded which item revision, and where its vector lives.
+
+    Vectors are kept in append-only segment files (numpy) under WORKBENCH_HOME, not in rows:
+    a million 384-d vectors are 1.5 GB, which belongs in files and FAISS, not in a table.
+    """
+
+    __tablename__ = "embeddings"
+    __table_args__ = (
+        UniqueConstraint("space_id", "item_id"),
+        Index("ix_embeddings_space_status", "space_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    space_id: Mapped[int] = mapped_column(ForeignKey("embedding_spaces.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    item_revision: Mapped[int] = mapped_column(Integer)
+    encoder_version: Mapped[str] = mapped_column(String(200))
+    status: Mapped[EmbeddingStatus] = mapped_column(_enum(EmbeddingStatus, "embedding_status"))
+    error: Mapped[str | None] = mapped_column(Text)
+    segment: Mapped[str | None] = mapped_column(String(64))
+    row: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
