@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -295,3 +296,153 @@ class Embedding(Base):
     segment: Mapped[str | None] = mapped_column(String(64))
     row: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RoundStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class ModelStatus(StrEnum):
+    candidate = "candidate"  # trained, not (yet) in use
+    champion = "champion"  # the version that scores the pool and drives selection
+    retired = "retired"  # was champion once
+
+
+class TrainingRound(Base):
+    """A retrain request and its run by a worker: status, progress and log for the UI."""
+
+    __tablename__ = "training_rounds"
+    __table_args__ = (
+        UniqueConstraint("project_id", "number"),
+        Index("ix_training_rounds_status", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    trigger: Mapped[str] = mapped_column(String(32))  # manual, label_count, cli
+    requested_by: Mapped[str] = mapped_column(String(128))
+    status: Mapped[RoundStatus] = mapped_column(_enum(RoundStatus, "round_status"))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    log: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    labels_at_request: Mapped[int] = mapped_column(Integer, default=0)
+    refill_queue: Mapped[bool] = mapped_column(Boolean, default=True)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL", use_alter=True)
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ModelVersion(Base):
+    """A trained classifier head: parameters, metrics, artifact and pool-score files."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("project_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    round_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_rounds.id", ondelete="SET NULL")
+    )
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    head: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    classes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    calibrated: Mapped[bool] = mapped_column(Boolean, default=False)
+    calibration_note: Mapped[str | None] = mapped_column(Text)
+    space_id: Mapped[int | None] = mapped_column(
+        ForeignKey("embedding_spaces.id", ondelete="SET NULL")
+    )
+    trained_on: Mapped[int] = mapped_column(Integer, default=0)
+    artifact_path: Mapped[str] = mapped_column(String(500))
+    scores_path: Mapped[str | None] = mapped_column(String(500))
+    status: Mapped[ModelStatus] = mapped_column(_enum(ModelStatus, "model_status"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EntryKind(StrEnum):
+    selected = "selected"  # chosen by a selection strategy
+    overlap = "overlap"  # a selected item that k reviewers label, for agreement
+    gold = "gold"  # an item with a known answer, mixed in at the gold rate
+    rereview = "rereview"  # sent back (suspected mislabel, adjudication)
+
+
+class EntryStatus(StrEnum):
+    pending = "pending"
+    done = "done"
+    cancelled = "cancelled"
+
+
+class QueueEntry(Base):
+    """An item waiting for review, with who chose it and why."""
+
+    __tablename__ = "queue_entries"
+    __table_args__ = (
+        Index("ix_queue_entries_next", "project_id", "status", "priority", "id"),
+        # At most one open entry per item: a strategy never queues an item twice.
+        Index(
+            "uq_queue_entries_open_item",
+            "item_id",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        CheckConstraint("active_leases >= 0", name="active_leases_nonneg"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    batch: Mapped[int] = mapped_column(Integer, default=0)  # selection batch number
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    kind: Mapped[EntryKind] = mapped_column(_enum(EntryKind, "entry_kind"))
+    strategy: Mapped[str | None] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[float] = mapped_column(Float, default=0.0)
+    overlap_target: Mapped[int] = mapped_column(Integer, default=1)
+    # Kept on the row so a lease is one guarded UPDATE (see services/queue.py).
+    active_leases: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[EntryStatus] = mapped_column(_enum(EntryStatus, "entry_status"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LeaseStatus(StrEnum):
+    active = "active"
+    submitted = "submitted"
+    released = "released"  # skipped or handed back by the reviewer
+    expired = "expired"
+
+
+class Lease(Base):
+    """One reviewer's hold on one queue entry; an overlap entry has up to k of them."""
+
+    __tablename__ = "leases"
+    __table_args__ = (
+        # One lease per reviewer and entry: an item never goes twice to the same reviewer.
+        UniqueConstraint("entry_id", "reviewer_id"),
+        Index("ix_leases_active_expiry", "status", "expires_at"),
+        Index("ix_leases_reviewer_status", "reviewer_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("queue_entries.id", ondelete="CASCADE"))
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[LeaseStatus] = mapped_column(_enum(LeaseStatus, "lease_status"))
+    leased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id", ondelete="SET NULL"))
+    skip_reason: Mapped[str | None] = mapped_column(Text)

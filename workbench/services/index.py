@@ -98,8 +98,14 @@ class VectorIndex:
         return vi
 
     def calibrate(
-        self, vectors: np.ndarray, ids: np.ndarray, *, recall_target: float, seed: int = 0,
-        n_queries: int = 256, k: int = 10,
+        self,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        *,
+        recall_target: float,
+        seed: int = 0,
+        n_queries: int = 256,
+        k: int = 10,
     ) -> None:
         """Pick the smallest nprobe whose recall@k against exact search meets the target."""
         if self.meta.kind != "ivf":

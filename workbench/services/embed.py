@@ -1,0 +1,566 @@
+"""Embed a project's items: per-modality vectors, a fused vector per item, FAISS indexes.
+
+Incremental: an item is (re)embedded when it has no vector in a space yet, when its content
+changed (`Item.revision`), or when the space's encoder has a new version. Resumable: each batch
+writes its segment file, then commits its rows; a crash loses at most the batch in flight, and
+the next run redoes exactly that. A corrupt or undecodable asset is recorded as a failure with
+its reason on that item; the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from workbench.config import Settings
+from workbench.db.database import Database
+from workbench.db.models import (
+    Embedding,
+    EmbeddingSpace,
+    EmbeddingStatus,
+    Item,
+    MediaAsset,
+    Modality,
+    Project,
+)
+from workbench.db.types import utcnow
+from workbench.encoders.base import Encoder
+from workbench.errors import NotFoundError
+from workbench.progress import ProgressFactory, no_progress
+from workbench.services.audit import Actor, record_event
+from workbench.services.index import VectorIndex
+from workbench.services.projects import get_project, project_settings
+from workbench.services.vector_store import SegmentStore
+
+FUSED = "fused"
+MODALITIES = [m.value for m in Modality]
+EncoderLookup = Callable[[str, Project], Encoder]
+
+
+@dataclass
+class SpaceReport:
+    encoder: str
+    version: str
+    embedded: int = 0
+    failed: int = 0
+    up_to_date: int = 0
+    indexed: int = 0
+    index_kind: str | None = None
+
+
+@dataclass
+class EmbedReport:
+    project: str
+    spaces: dict[str, SpaceReport] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    near_duplicate_items: int = 0
+    # Items whose fused vector changed in this run: the near-duplicate pass queries only these.
+    changed_item_ids: list[int] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(s.failed for s in self.spaces.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "spaces": {k: vars(v) for k, v in self.spaces.items()},
+            "embedded": sum(s.embedded for s in self.spaces.values()),
+            "failed": self.failed,
+            "failures": self.failures,
+            "near_duplicate_items": self.near_duplicate_items,
+        }
+
+
+def space_folder(settings: Settings, project_id: int, space_id: int) -> Path:
+    return settings.resolved_home / "vectors" / str(project_id) / str(space_id)
+
+
+def default_encoder_lookup(modality: str, project: Project) -> Encoder:
+    from workbench.encoders.registry import encoder_for_modality
+
+    return encoder_for_modality(modality, project_settings(project).encoders)
+
+
+def _get_space(
+    session: Session, project: Project, name: str, enc_id: str, version: str, dim: int
+) -> EmbeddingSpace:
+    space = session.scalar(
+        select(EmbeddingSpace).where(
+            EmbeddingSpace.project_id == project.id,
+            EmbeddingSpace.name == name,
+            EmbeddingSpace.encoder_id == enc_id,
+        )
+    )
+    if space is None:
+        space = EmbeddingSpace(
+            project_id=project.id, name=name, encoder_id=enc_id, encoder_version=version, dim=dim
+        )
+        session.add(space)
+        session.flush()
+    elif space.encoder_version != version or space.dim != dim:
+        space.encoder_version, space.dim = version, dim
+    return space
+
+
+def _todo_query(project: Project, space: EmbeddingSpace, modality: str, retry_failed: bool):  # type: ignore[no-untyped-def]
+    """Items of the modality whose vector is missing, stale, or (optionally) failed."""
+    stale = or_(
+        Embedding.id.is_(None),
+        Embedding.encoder_version != space.encoder_version,
+        Embedding.item_revision != Item.revision,
+    )
+    if retry_failed:
+        stale = or_(stale, Embedding.status == EmbeddingStatus.failed)
+    q = (
+        select(Item.id)
+        .outerjoin(Embedding, and_(Embedding.item_id == Item.id, Embedding.space_id == space.id))
+        .where(Item.project_id == project.id, stale)
+        .order_by(Item.id)
+    )
+    if modality == "text":
+        return q.where(Item.text.is_not(None))
+    return q.where(
+        select(MediaAsset.id)
+        .where(MediaAsset.item_id == Item.id, MediaAsset.modality == Modality(modality))
+        .exists()
+    )
+
+
+def _inputs(items: Sequence[Item], modality: str, settings: Settings) -> list[Any]:
+    if modality == "text":
+        return [it.text or "" for it in items]
+    out = []
+    for it in items:
+        asset = next(a for a in it.assets if a.modality.value == modality)
+        out.append(settings.media_dir / asset.store_path)
+    return out
+
+
+def _encode_each(encoder: Encoder, inputs: list[Any]) -> list[np.ndarray | Exception]:
+    """Encode a batch; if the batch fails, encode one by one so only bad inputs fail."""
+    try:
+        vecs = encoder.encode(inputs)
+        return [np.asarray(v, dtype=np.float32) for v in vecs]
+    except Exception:
+        results: list[np.ndarray | Exception] = []
+        for x in inputs:
+            try:
+                results.append(np.asarray(encoder.encode([x])[0], dtype=np.float32))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+
+def _upsert(
+    session: Session,
+    space: EmbeddingSpace,
+    item: Item,
+    *,
+    status: EmbeddingStatus,
+    segment: str | None,
+    row: int | None,
+    error: str | None,
+    existing: dict[int, Embedding],
+) -> None:
+    emb = existing.get(item.id)
+    if emb is None:
+        emb = Embedding(space_id=space.id, item_id=item.id)
+        session.add(emb)
+    emb.item_revision = item.revision
+    emb.encoder_version = space.encoder_version
+    emb.status, emb.segment, emb.row, emb.error = status, segment, row, error
+    emb.created_at = utcnow()
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) < 500 else text[:497] + "..."
+
+
+def embed_modality(
+    db: Database,
+    project_name: str,
+    modality: str,
+    encoder: Encoder,
+    *,
+    batch_size: int,
+    retry_failed: bool,
+    progress: ProgressFactory,
+    report: EmbedReport,
+) -> None:
+    settings = db.settings
+    with db.sessions.begin() as s:
+        project = get_project(s, project_name)
+        space = _get_space(s, project, modality, encoder.id, encoder.version, encoder.dim)
+        todo = list(s.scalars(_todo_query(project, space, modality, retry_failed)))
+        total = (
+            s.scalar(
+                select(func.count()).select_from(Embedding).where(Embedding.space_id == space.id)
+            )
+            or 0
+        )
+        space_id, project_id = space.id, project.id
+    rep = report.spaces.setdefault(modality, SpaceReport(encoder.id, encoder.version))
+    rep.up_to_date = max(0, total - len(todo))
+    store = SegmentStore(space_folder(settings, project_id, space_id))
+    bar = progress(total=len(todo), desc=f"embed {modality}")
+    try:
+        for start in range(0, len(todo), batch_size):
+            ids = todo[start : start + batch_size]
+            with db.sessions.begin() as s:
+                space = s.get_one(EmbeddingSpace, space_id)
+                items = list(
+                    s.scalars(
+                        select(Item)
+                        .where(Item.id.in_(ids))
+                        .order_by(Item.id)
+                        .options(selectinload(Item.assets))
+                    )
+                )
+                results = _encode_each(encoder, _inputs(items, modality, settings))
+                good = [
+                    (it, v)
+                    for it, v in zip(items, results, strict=True)
+                    if isinstance(v, np.ndarray)
+                ]
+                segment = store.write(np.stack([v for _, v in good])) if good else None
+                existing = {
+                    e.item_id: e
+                    for e in s.scalars(
+                        select(Embedding).where(
+                            Embedding.space_id == space_id, Embedding.item_id.in_(ids)
+                        )
+                    )
+                }
+                row = 0
+                for it, v in zip(items, results, strict=True):
+                    if isinstance(v, np.ndarray):
+                        _upsert(
+                            s,
+                            space,
+                            it,
+                            status=EmbeddingStatus.ok,
+                            segment=segment,
+                            row=row,
+                            error=None,
+                            existing=existing,
+                        )
+                        row += 1
+                        rep.embedded += 1
+                    else:
+                        reason = _describe(v)
+                        _upsert(
+                            s,
+                            space,
+                            it,
+                            status=EmbeddingStatus.failed,
+                            segment=None,
+                            row=None,
+                            error=reason,
+                            existing=existing,
+                        )
+                        rep.failed += 1
+                        report.failures.append(
+                            {"external_id": it.external_id, "space": modality, "reason": reason}
+                        )
+            bar.update(len(ids))
+    finally:
+        bar.close()
+
+
+def load_space_vectors(
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    item_ids: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids, vectors) of the space's good embeddings, ordered by item id."""
+    q = select(Embedding.item_id, Embedding.segment, Embedding.row).where(
+        Embedding.space_id == space.id, Embedding.status == EmbeddingStatus.ok
+    )
+    if item_ids is not None:
+        q = q.where(Embedding.item_id.in_(list(item_ids)))
+    rows = session.execute(q.order_by(Embedding.item_id)).all()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    store = SegmentStore(space_folder(settings, space.project_id, space.id))
+    vecs = store.read(((r[1], r[2]) for r in rows), space.dim)
+    return ids, vecs
+
+
+# ---- fused vectors -------------------------------------------------------------------------
+
+
+def fused_version(components: dict[str, tuple[str, str, int]]) -> str:
+    from workbench.encoders.fusion import FUSION_VERSION
+
+    text = (
+        FUSION_VERSION
+        + "|"
+        + "|".join(f"{m}={eid}@{ver}/{dim}" for m, (eid, ver, dim) in sorted(components.items()))
+    )
+    return "fused/" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def embed_fused(
+    db: Database,
+    project_name: str,
+    report: EmbedReport,
+    *,
+    progress: ProgressFactory,
+    batch_size: int = 4096,
+) -> None:
+    """One vector per item from its modality vectors (see workbench.encoders.fusion)."""
+    from workbench.encoders.fusion import fuse
+
+    settings = db.settings
+    with db.sessions.begin() as s:
+        project = get_project(s, project_name)
+        spaces = {
+            sp.name: sp
+            for sp in s.scalars(
+                select(EmbeddingSpace).where(
+                    EmbeddingSpace.project_id == project.id, EmbeddingSpace.name != FUSED
+                )
+            )
+            if sp.name in report.spaces  # the spaces of the encoders configured now
+            and report.spaces[sp.name].encoder == sp.encoder_id
+        }
+        if not spaces:
+            return
+        layout = {m: spaces[m].dim for m in MODALITIES if m in spaces}
+        version = fused_version(
+            {m: (spaces[m].encoder_id, spaces[m].encoder_version, spaces[m].dim) for m in layout}
+        )
+        dim = sum(layout.values())
+        fspace = _get_space(s, project, FUSED, "fusion", version, dim)
+        # Stale when missing, older version, older item revision, or older than a component.
+        newest_component = (
+            select(func.max(Embedding.created_at))
+            .where(
+                Embedding.item_id == Item.id,
+                Embedding.space_id.in_([sp.id for sp in spaces.values()]),
+                Embedding.status == EmbeddingStatus.ok,
+            )
+            .scalar_subquery()
+        )
+        fe = Embedding.__table__.alias("fe")
+        todo = list(
+            s.scalars(
+                select(Item.id)
+                .outerjoin(fe, and_(fe.c.item_id == Item.id, fe.c.space_id == fspace.id))
+                .where(
+                    Item.project_id == project.id,
+                    newest_component.is_not(None),
+                    or_(
+                        fe.c.id.is_(None),
+                        fe.c.encoder_version != version,
+                        fe.c.item_revision != Item.revision,
+                        fe.c.created_at < newest_component,
+                    ),
+                )
+                .order_by(Item.id)
+            )
+        )
+        fspace_id = fspace.id
+        space_ids = {m: spaces[m].id for m in layout}
+    rep = report.spaces.setdefault(FUSED, SpaceReport("fusion", version))
+    store = SegmentStore(space_folder(settings, project.id, fspace_id))
+    bar = progress(total=len(todo), desc="fuse")
+    try:
+        for start in range(0, len(todo), batch_size):
+            ids = todo[start : start + batch_size]
+            with db.sessions.begin() as s:
+                fspace = s.get_one(EmbeddingSpace, fspace_id)
+                parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+                for m, sid in space_ids.items():
+                    parts[m] = load_space_vectors(s, settings, s.get_one(EmbeddingSpace, sid), ids)
+                id_arr = np.asarray(ids, dtype=np.int64)
+                per_modality: dict[str, np.ndarray | None] = {}
+                present: dict[str, np.ndarray] = {}
+                for m, (mids, mvecs) in parts.items():
+                    full = np.zeros((len(ids), layout[m]), dtype=np.float32)
+                    mask = np.zeros(len(ids), dtype=bool)
+                    pos = np.searchsorted(id_arr, mids)
+                    full[pos] = mvecs
+                    mask[pos] = True
+                    per_modality[m] = full
+                    present[m] = mask
+                fused = fuse(per_modality, present, layout)
+                segment = store.write(fused)
+                items = {it.id: it for it in s.scalars(select(Item).where(Item.id.in_(ids)))}
+                existing = {
+                    e.item_id: e
+                    for e in s.scalars(
+                        select(Embedding).where(
+                            Embedding.space_id == fspace_id, Embedding.item_id.in_(ids)
+                        )
+                    )
+                }
+                for row, iid in enumerate(ids):
+                    _upsert(
+                        s,
+                        fspace,
+                        items[iid],
+                        status=EmbeddingStatus.ok,
+                        segment=segment,
+                        row=row,
+                        error=None,
+                        existing=existing,
+                    )
+                rep.embedded += len(ids)
+                report.changed_item_ids.extend(ids)
+            bar.update(len(ids))
+    finally:
+        bar.close()
+
+
+# ---- indexes -------------------------------------------------------------------------------
+
+
+def _fingerprint(session: Session, space: EmbeddingSpace) -> str:
+    n, newest, id_sum = session.execute(
+        select(func.count(), func.max(Embedding.created_at), func.sum(Embedding.item_id)).where(
+            Embedding.space_id == space.id, Embedding.status == EmbeddingStatus.ok
+        )
+    ).one()
+    return f"{n}:{newest.isoformat() if newest else '-'}:{id_sum or 0}:{space.encoder_version}"
+
+
+def refresh_index(session: Session, settings: Settings, space: EmbeddingSpace) -> VectorIndex:
+    """Rebuild the space's FAISS index when its vectors changed since the last build."""
+    folder = space_folder(settings, space.project_id, space.id) / "index"
+    fp = _fingerprint(session, space)
+    current = VectorIndex.load(folder)
+    if current is not None and current.meta.extra.get("fingerprint") == fp:
+        return current
+    ids, vecs = load_space_vectors(session, settings, space)
+    if len(ids) == 0:
+        index = VectorIndex.build(
+            np.zeros(0, np.int64), np.zeros((0, space.dim), np.float32), kind="flat"
+        )
+    else:
+        index = VectorIndex.build(ids, vecs)
+    index.meta.extra = {
+        "fingerprint": fp,
+        "space": space.name,
+        "encoder": space.encoder_id,
+        "encoder_version": space.encoder_version,
+    }
+    index.save(folder)
+    return index
+
+
+def collect_garbage(session: Session, settings: Settings, space: EmbeddingSpace) -> int:
+    live = set(
+        session.scalars(
+            select(Embedding.segment)
+            .where(Embedding.space_id == space.id, Embedding.segment.is_not(None))
+            .distinct()
+        )
+    )
+    return SegmentStore(space_folder(settings, space.project_id, space.id)).collect_garbage(
+        {s for s in live if s}
+    )
+
+
+def get_space(session: Session, project: Project, name: str) -> EmbeddingSpace:
+    """The space of that name filled by the encoder configured now (or the newest one)."""
+    spaces = list(
+        session.scalars(
+            select(EmbeddingSpace)
+            .where(EmbeddingSpace.project_id == project.id, EmbeddingSpace.name == name)
+            .order_by(EmbeddingSpace.created_at.desc(), EmbeddingSpace.id.desc())
+        )
+    )
+    if not spaces:
+        raise NotFoundError(
+            f"project {project.name!r} has no {name} vectors yet: run "
+            f"`workbench embed --project {project.name}` first"
+        )
+    if name != FUSED:
+        configured = getattr(project_settings(project).encoders, name, None)
+        for sp in spaces:
+            if sp.encoder_id == configured:
+                return sp
+    return spaces[0]
+
+
+# ---- the whole run -------------------------------------------------------------------------
+
+
+def embed_project(
+    db: Database,
+    project_name: str,
+    actor: Actor,
+    *,
+    batch_size: int = 128,
+    retry_failed: bool = False,
+    modalities: Sequence[str] | None = None,
+    encoder_lookup: EncoderLookup = default_encoder_lookup,
+    progress: ProgressFactory = no_progress,
+) -> EmbedReport:
+    from workbench.services.near_duplicates import update_near_duplicates
+
+    with db.sessions() as s:
+        project = get_project(s, project_name)
+        present = _present_modalities(s, project)
+        # Segments left by a crashed run: nobody points at them.
+        for sp in s.scalars(select(EmbeddingSpace).where(EmbeddingSpace.project_id == project.id)):
+            collect_garbage(s, db.settings, sp)
+    report = EmbedReport(project=project_name)
+    for modality in MODALITIES:
+        if modality not in present or (modalities and modality not in modalities):
+            continue
+        encoder = encoder_lookup(modality, project)
+        embed_modality(
+            db,
+            project_name,
+            modality,
+            encoder,
+            batch_size=batch_size,
+            retry_failed=retry_failed,
+            progress=progress,
+            report=report,
+        )
+    embed_fused(db, project_name, report, progress=progress)
+    with db.sessions.begin() as s:
+        project = get_project(s, project_name)
+        for name, rep in report.spaces.items():
+            sp = get_space(s, project, name)
+            index = refresh_index(s, db.settings, sp)
+            rep.indexed, rep.index_kind = index.count, index.meta.kind
+            collect_garbage(s, db.settings, sp)
+        report.near_duplicate_items = update_near_duplicates(
+            s, db.settings, project, report.changed_item_ids
+        )
+        record_event(
+            s,
+            actor,
+            "embed.run",
+            project_id=project.id,
+            entity_type="project",
+            entity_id=project.name,
+            details=report.as_dict() | {"failures": len(report.failures)},
+        )
+    return report
+
+
+def _present_modalities(session: Session, project: Project) -> set[str]:
+    present = set()
+    if session.scalar(
+        select(Item.id).where(Item.project_id == project.id, Item.text.is_not(None)).limit(1)
+    ):
+        present.add("text")
+    for (m,) in session.execute(
+        select(MediaAsset.modality).join(Item).where(Item.project_id == project.id).distinct()
+    ):
+        present.add(m.value)
+    return present
