@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from workbench.cli import bench, db, embed, ingest, labels, project, taxonomy, user
+from workbench.cli import bench, db, embed, ingest, labels, project, serve, taxonomy, user
 from workbench.cli._common import JsonFlag, ProjectOpt, database, emit
 from workbench.services.projects import get_project
 from workbench.services.status import project_status
@@ -27,6 +27,7 @@ app.add_typer(bench.app, name="bench")
 ingest.register(app)
 labels.register(app)
 embed.register(app)
+serve.register(app)
 
 
 @app.command()
