@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from workbench.cli import bench, db, embed, ingest, labels, project, serve, taxonomy, user
+from workbench.cli import bench, db, embed, ingest, labels, project, serve, taxonomy, train, user
 from workbench.cli._common import JsonFlag, ProjectOpt, database, emit
 from workbench.services.projects import get_project
 from workbench.services.status import project_status
@@ -28,6 +28,7 @@ ingest.register(app)
 labels.register(app)
 embed.register(app)
 serve.register(app)
+train.register(app)
 
 
 @app.command()

@@ -1,0 +1,375 @@
+"""Train a classifier head on the current labels, score the pool, and keep the better model.
+
+One training label per item: the label-quality service's aggregation when present (majority
+vote by default; adjudicated and gold answers override), `unsure` left out. The class of an
+item is its primary policy code (`none` for not violating).
+
+Evaluation and the promotion guard use labels of items that the `random` strategy chose: they
+are the only unbiased sample of the pool. They are split by a hash of the item id into a
+calibration half and an evaluation half that no model ever trains on; until there are enough
+of them the model is stored uncalibrated, says so, and is judged by cross-validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from workbench.config import Settings
+from workbench.db.database import Database
+from workbench.db.models import (
+    Decision,
+    Label,
+    LabelSource,
+    Lease,
+    ModelStatus,
+    ModelVersion,
+    Project,
+    QueueEntry,
+    TrainingRound,
+)
+from workbench.errors import WorkbenchError
+from workbench.services.audit import Actor, record_event
+from workbench.services.embed import FUSED, get_space, load_space_vectors
+from workbench.services.projects import get_project
+
+MIN_RANDOM_FOR_CALIBRATION = 50
+MIN_EVAL_ITEMS = 20
+MIN_TRAINING_ITEMS = 4
+
+
+@dataclass
+class TrainingSet:
+    item_ids: np.ndarray
+    classes: list[str]
+    y: np.ndarray  # indices into classes
+    confidence: np.ndarray
+    random_item_ids: set[int]
+
+
+def counted_labels(session: Session, project: Project) -> list[Label]:
+    """Current (not superseded) human or imported labels, the latest per reviewer and item."""
+    superseded = select(Label.supersedes_id).where(Label.supersedes_id.is_not(None))
+    rows = list(
+        session.scalars(
+            select(Label)
+            .where(
+                Label.project_id == project.id,
+                Label.source.in_([LabelSource.human, LabelSource.import_]),
+                Label.id.not_in(superseded),
+            )
+            .order_by(Label.created_at, Label.id)
+        )
+    )
+    latest: dict[tuple[int, int], Label] = {}
+    for lab in rows:
+        latest[(lab.item_id, lab.reviewer_id)] = lab
+    return list(latest.values())
+
+
+def label_class(label: Label) -> str | None:
+    if label.decision == Decision.unsure:
+        return None
+    if label.decision == Decision.not_violating:
+        return "none"
+    codes = [c for c in label.policies if c != "none"]
+    return codes[0] if codes else None
+
+
+def majority_training_labels(labels: list[Label]) -> dict[int, tuple[str, float]]:
+    """Item -> (class, share of votes). Ties are left out: a lead should adjudicate them."""
+    votes: dict[int, Counter[str]] = {}
+    for lab in labels:
+        cls = label_class(lab)
+        if cls is not None:
+            votes.setdefault(lab.item_id, Counter())[cls] += 1
+    out = {}
+    for item_id, counter in votes.items():
+        (top, n), *rest = counter.most_common()
+        if rest and rest[0][1] == n:
+            continue
+        out[item_id] = (top, n / sum(counter.values()))
+    return out
+
+
+def random_sampled_items(session: Session, project: Project) -> set[int]:
+    return set(
+        session.scalars(
+            select(QueueEntry.item_id)
+            .join(Lease, Lease.entry_id == QueueEntry.id)
+            .where(
+                QueueEntry.project_id == project.id,
+                QueueEntry.strategy == "random",
+                Lease.label_id.is_not(None),
+            )
+        )
+    )
+
+
+def training_set(session: Session, project: Project) -> TrainingSet:
+    try:
+        from workbench.services.quality.aggregation import training_labels as aggregated
+    except ImportError:  # the label-quality service is optional
+        aggregated = None
+    labels = counted_labels(session, project)
+    per_item = aggregated(session, project) if aggregated else majority_training_labels(labels)
+    if not per_item:
+        raise WorkbenchError(
+            f"project {project.name!r} has no usable labels yet (unsure labels and ties are "
+            "left out of training)"
+        )
+    ids = np.array(sorted(per_item), dtype=np.int64)
+    classes = sorted({c for c, _ in per_item.values()})
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[per_item[i][0]] for i in ids], dtype=np.int64)
+    conf = np.array([per_item[i][1] for i in ids], dtype=np.float32)
+    return TrainingSet(ids, classes, y, conf, random_sampled_items(session, project))
+
+
+def _half(item_id: int) -> int:
+    return hashlib.sha256(str(item_id).encode()).digest()[0] & 1
+
+
+def model_dir(settings: Settings, project: Project, version: int) -> Path:
+    return settings.resolved_home / "models" / str(project.id) / f"v{version:04d}"
+
+
+def _metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    labels = list(range(len(classes)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return {
+        "macro_f1": round(
+            float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4
+        ),
+        "per_class": {
+            c: {
+                "precision": round(float(p[i]), 4),
+                "recall": round(float(r[i]), 4),
+                "f1": round(float(f[i]), 4),
+                "support": int(s[i]),
+            }
+            for i, c in enumerate(classes)
+        },
+    }
+
+
+def _load_head(path: str) -> Any:
+    return joblib.load(path)
+
+
+def new_head(params: dict[str, Any]) -> Any:
+    from workbench.services.heads import make_head
+
+    return make_head(**params)
+
+
+def train_round(db: Database, round_id: int, log: Any) -> int:
+    """The worker's job for one round; returns the new model version's id."""
+    settings = db.settings
+    with db.sessions() as s:
+        rnd = s.get_one(TrainingRound, round_id)
+        project = s.get_one(Project, rnd.project_id)
+        log(f"round {rnd.number}: collecting training labels", 0.05)
+        ts = training_set(s, project)
+        space = get_space(s, project, FUSED)
+        ids, vecs = load_space_vectors(s, settings, space)
+        champion = s.scalar(
+            select(ModelVersion).where(
+                ModelVersion.project_id == project.id, ModelVersion.status == ModelStatus.champion
+            )
+        )
+        version = (
+            s.scalar(
+                select(func.max(ModelVersion.version)).where(ModelVersion.project_id == project.id)
+            )
+            or 0
+        ) + 1
+        project_name, project_id, space_id, round_number = (
+            project.name,
+            project.id,
+            space.id,
+            rnd.number,
+        )
+    pos = {int(i): n for n, i in enumerate(ids)}
+    keep = np.array([int(i) in pos for i in ts.item_ids])
+    if not keep.all():
+        log(f"{int((~keep).sum())} labelled items have no vector yet (run `workbench embed`)")
+    item_ids, y = ts.item_ids[keep], ts.y[keep]
+    if len(item_ids) < MIN_TRAINING_ITEMS or len(set(y.tolist())) < 2:
+        raise WorkbenchError(
+            f"need at least {MIN_TRAINING_ITEMS} labelled, embedded items of at least two "
+            f"classes to train; have {len(item_ids)} of {len(set(y.tolist()))}"
+        )
+    X = vecs[[pos[int(i)] for i in item_ids]]
+    is_random = np.array([int(i) in ts.random_item_ids for i in item_ids])
+    halves = np.array([_half(int(i)) for i in item_ids])
+    eval_mask = is_random & (halves == 1)
+    cal_mask = is_random & (halves == 0)
+    train_mask = ~eval_mask & ~cal_mask
+    params = {"kind": "logistic", "class_weight": "balanced", "random_state": 0}
+    log(
+        f"training {params['kind']} head on {int(train_mask.sum())} items, "
+        f"{len(ts.classes)} classes",
+        0.2,
+    )
+    head = new_head(params)
+    head.fit(X[train_mask], y[train_mask])
+    calibrated, note = (
+        False,
+        (
+            f"uncalibrated: {int(cal_mask.sum())} randomly sampled labels for calibration, "
+            f"{MIN_RANDOM_FOR_CALIBRATION // 2} needed"
+        ),
+    )
+    if int(cal_mask.sum()) >= MIN_RANDOM_FOR_CALIBRATION // 2 and hasattr(head, "calibrate"):
+        head.calibrate(X[cal_mask], y[cal_mask])
+        calibrated, note = True, f"sigmoid calibration on {int(cal_mask.sum())} random labels"
+    log(note, 0.4)
+    metrics: dict[str, Any]
+    if int(eval_mask.sum()) >= MIN_EVAL_ITEMS:
+        pred = np.asarray(head.predict_proba(X[eval_mask])).argmax(1)
+        metrics = {
+            "evaluation": "random_holdout",
+            "n_eval": int(eval_mask.sum()),
+            **_metrics(y[eval_mask], pred, ts.classes),
+        }
+    else:
+        counts = np.bincount(y[train_mask])
+        folds = int(min(5, counts[counts > 0].min()))
+        if folds >= 2:
+            cv_pred = cross_val_predict(
+                new_head(params),
+                X[train_mask],
+                y[train_mask],
+                cv=StratifiedKFold(folds, shuffle=True, random_state=0),
+            )
+            metrics = {
+                "evaluation": f"{folds}-fold cross-validation (too few random labels)",
+                "n_eval": int(train_mask.sum()),
+                **_metrics(y[train_mask], np.asarray(cv_pred), ts.classes),
+            }
+        else:
+            metrics = {
+                "evaluation": "none (a class has a single example)",
+                "n_eval": 0,
+                "macro_f1": None,
+            }
+    metrics["n_train"] = int(train_mask.sum())
+    metrics["class_counts"] = {c: int((y == i).sum()) for i, c in enumerate(ts.classes)}
+    log(f"evaluated: macro-F1 {metrics.get('macro_f1')} ({metrics['evaluation']})", 0.55)
+    promote, guard = True, "no champion yet"
+    if champion is not None:
+        promote, guard = _guard(champion, head, metrics, X, y, eval_mask, ts.classes)
+    log(f"guard: {guard}", 0.6)
+    out = model_dir(settings, project, version)
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(head, out / "head.joblib")
+    (out / "classes.json").write_text(json.dumps(ts.classes))
+    log("scoring the pool", 0.65)
+    scores = score_vectors(head, vecs)
+    np.save(out / "scores.npy", scores)
+    np.save(out / "item_ids.npy", ids)
+    with db.sessions.begin() as s:
+        project = get_project(s, project_name)
+        mv = ModelVersion(
+            project_id=project_id,
+            version=version,
+            round_id=round_id,
+            parent_id=champion.id if champion else None,
+            head=params["kind"],
+            params=params,
+            classes=ts.classes,
+            metrics=metrics | {"guard": guard},
+            calibrated=calibrated,
+            calibration_note=note,
+            space_id=space_id,
+            trained_on=int(train_mask.sum()),
+            artifact_path=str(out / "head.joblib"),
+            scores_path=str(out / "scores.npy"),
+            status=ModelStatus.candidate,
+        )
+        s.add(mv)
+        s.flush()
+        if promote:
+            if champion is not None:
+                s.get_one(ModelVersion, champion.id).status = ModelStatus.retired
+            mv.status = ModelStatus.champion
+        record_event(
+            s,
+            Actor.system(),
+            "model.trained",
+            project_id=project_id,
+            entity_type="model_version",
+            entity_id=version,
+            details={
+                "round": round_number,
+                "promoted": promote,
+                "guard": guard,
+                "macro_f1": metrics.get("macro_f1"),
+            },
+        )
+        mv_id = mv.id
+    log(f"model version {version} {'promoted' if promote else 'kept as candidate'}", 0.8)
+    return mv_id
+
+
+def _guard(
+    champion: ModelVersion,
+    head: Any,
+    metrics: dict[str, Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    eval_mask: np.ndarray,
+    classes: list[str],
+) -> tuple[bool, str]:
+    """Promote unless the new head is worse than the champion on the same held-out labels."""
+    if int(eval_mask.sum()) < MIN_EVAL_ITEMS:
+        return True, "promoted: too few held-out random labels to compare with the champion"
+    if list(champion.classes) != classes:
+        return True, "promoted: the set of classes changed since the champion"
+    old = _load_head(champion.artifact_path)
+    old_f1 = _metrics(y[eval_mask], np.asarray(old.predict_proba(X[eval_mask])).argmax(1), classes)[
+        "macro_f1"
+    ]
+    new_f1 = metrics["macro_f1"]
+    if new_f1 < old_f1:
+        return False, f"kept champion v{champion.version}: macro-F1 {new_f1} < {old_f1}"
+    return True, f"promoted: macro-F1 {new_f1} >= champion v{champion.version}'s {old_f1}"
+
+
+def score_vectors(head: Any, vectors: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    out = []
+    for start in range(0, len(vectors), chunk):
+        out.append(np.asarray(head.predict_proba(vectors[start : start + chunk]), dtype=np.float32))
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def champion(session: Session, project: Project) -> ModelVersion | None:
+    return session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.project_id == project.id, ModelVersion.status == ModelStatus.champion
+        )
+    )
+
+
+def list_model_versions(session: Session, project: Project) -> list[ModelVersion]:
+    return list(
+        session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.project_id == project.id)
+            .order_by(ModelVersion.version.desc())
+        )
+    )

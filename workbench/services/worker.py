@@ -1,0 +1,85 @@
+"""The background worker: takes queued retrain rounds from the database and runs them, so the
+browser never waits. Several workers may run at once; each round goes to exactly one."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from workbench.db.database import Database
+from workbench.db.models import Project, RoundStatus, TrainingRound
+from workbench.services.rounds import (
+    RoundLog,
+    claim_next_round,
+    fail_stale_rounds,
+    maybe_request_round,
+    run_claimed_round,
+    worker_name,
+)
+
+
+def run_round_job(db: Database, round_id: int, log: RoundLog) -> int | None:
+    """Train, then refill the queue with the project's selection mix."""
+    from workbench.services.train import train_round
+
+    model_version_id = train_round(db, round_id, log)
+    with db.sessions() as s:
+        rnd = s.get_one(TrainingRound, round_id)
+        refill, project = rnd.refill_queue, s.get_one(Project, rnd.project_id).name
+    if refill:
+        try:
+            from workbench.services.select import select_batch
+        except ImportError:
+            log("selection is not available in this build; queue not refilled")
+            return model_version_id
+        from workbench.services.audit import Actor
+
+        report = select_batch(db, project, None, None, Actor.system())
+        log(f"queue refilled: {report.get('queued', 0)} entries", 0.95)
+    return model_version_id
+
+
+def work_once(
+    db: Database,
+    worker: str | None = None,
+    job: Callable[[Database, int, RoundLog], int | None] = run_round_job,
+) -> RoundStatus | None:
+    """Check thresholds, then run at most one round. Returns its outcome, or None if idle."""
+    worker = worker or worker_name()
+    with db.sessions.begin() as s:
+        fail_stale_rounds(s)
+        for project in s.scalars(select(Project)):
+            maybe_request_round(s, project)
+    with db.sessions.begin() as s:
+        rnd = claim_next_round(s, worker)
+        round_id = rnd.id if rnd else None
+    if round_id is None:
+        return None
+    return run_claimed_round(db, round_id, job)
+
+
+def run_worker(
+    db: Database,
+    *,
+    once: bool = False,
+    poll_seconds: float = 2.0,
+    stop: threading.Event | None = None,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Loop until stopped (or, with once, until no round is left). Returns rounds run."""
+    stop = stop or threading.Event()
+    name = worker_name()
+    ran = 0
+    say(f"worker {name} started")
+    while not stop.is_set():
+        outcome = work_once(db, name)
+        if outcome is None:
+            if once:
+                break
+            stop.wait(poll_seconds)
+            continue
+        ran += 1
+        say(f"round finished: {outcome.value}")
+    return ran
