@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from workbench.cli import bench, db, embed, ingest, labels, project, serve, taxonomy, train, user
+from workbench.cli import (
+    bench,
+    db,
+    embed,
+    ingest,
+    labels,
+    project,
+    select,
+    serve,
+    taxonomy,
+    train,
+    user,
+)
 from workbench.cli._common import JsonFlag, ProjectOpt, database, emit
 from workbench.services.projects import get_project
 from workbench.services.status import project_status
@@ -29,6 +41,7 @@ labels.register(app)
 embed.register(app)
 serve.register(app)
 train.register(app)
+select.register(app)
 
 
 @app.command()

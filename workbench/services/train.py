@@ -44,7 +44,6 @@ from workbench.services.audit import Actor, record_event
 from workbench.services.embed import FUSED, get_space, load_space_vectors
 from workbench.services.projects import get_project
 
-MIN_RANDOM_FOR_CALIBRATION = 50
 MIN_EVAL_ITEMS = 20
 MIN_TRAINING_ITEMS = 4
 
@@ -146,18 +145,17 @@ def model_dir(settings: Settings, project: Project, version: int) -> Path:
 
 
 def _metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    labels = list(range(len(classes)))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    p, r, f, sup = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     return {
         "macro_f1": round(
-            float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4
+            float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)), 4
         ),
         "per_class": {
             c: {
                 "precision": round(float(p[i]), 4),
                 "recall": round(float(r[i]), 4),
                 "f1": round(float(f[i]), 4),
-                "support": int(s[i]),
+                "support": int(sup[i]),
             }
             for i, c in enumerate(classes)
         },
@@ -212,52 +210,50 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
             f"classes to train; have {len(item_ids)} of {len(set(y.tolist()))}"
         )
     X = vecs[[pos[int(i)] for i in item_ids]]
+    names = np.asarray([ts.classes[c] for c in y], dtype=object)
     is_random = np.array([int(i) in ts.random_item_ids for i in item_ids])
     halves = np.array([_half(int(i)) for i in item_ids])
     eval_mask = is_random & (halves == 1)
     cal_mask = is_random & (halves == 0)
     train_mask = ~eval_mask & ~cal_mask
-    params = {"kind": "logistic", "class_weight": "balanced", "random_state": 0}
+    params: dict[str, Any] = {"name": "logistic", "class_weight": "balanced", "random_state": 0}
     log(
-        f"training {params['kind']} head on {int(train_mask.sum())} items, "
-        f"{len(ts.classes)} classes",
+        f"training {params['name']} head on {int(train_mask.sum())} items, "
+        f"{len(set(names[train_mask].tolist()))} classes",
         0.2,
     )
     head = new_head(params)
-    head.fit(X[train_mask], y[train_mask])
-    calibrated, note = (
-        False,
-        (
-            f"uncalibrated: {int(cal_mask.sum())} randomly sampled labels for calibration, "
-            f"{MIN_RANDOM_FOR_CALIBRATION // 2} needed"
-        ),
-    )
-    if int(cal_mask.sum()) >= MIN_RANDOM_FOR_CALIBRATION // 2 and hasattr(head, "calibrate"):
-        head.calibrate(X[cal_mask], y[cal_mask])
-        calibrated, note = True, f"sigmoid calibration on {int(cal_mask.sum())} random labels"
+    head.fit(X[train_mask], names[train_mask])
+    from workbench.services.heads import CalibratedHead
+
+    # Calibration learns only from randomly sampled labels; below the minimum the wrapper
+    # stays uncalibrated and says why.
+    head = CalibratedHead(head).fit(X[cal_mask], names[cal_mask])
+    calibrated, note = bool(head.calibrated_), str(head.reason_)
     log(note, 0.4)
+    classes = [str(c) for c in head.classes_]
     metrics: dict[str, Any]
     if int(eval_mask.sum()) >= MIN_EVAL_ITEMS:
-        pred = np.asarray(head.predict_proba(X[eval_mask])).argmax(1)
+        pred = head.predict(X[eval_mask])
         metrics = {
             "evaluation": "random_holdout",
             "n_eval": int(eval_mask.sum()),
-            **_metrics(y[eval_mask], pred, ts.classes),
+            **_metrics(names[eval_mask], pred, classes),
         }
     else:
-        counts = np.bincount(y[train_mask])
-        folds = int(min(5, counts[counts > 0].min()))
+        _, counts = np.unique(names[train_mask], return_counts=True)
+        folds = int(min(5, counts.min())) if len(counts) > 1 else 0
         if folds >= 2:
             cv_pred = cross_val_predict(
                 new_head(params),
                 X[train_mask],
-                y[train_mask],
+                names[train_mask],
                 cv=StratifiedKFold(folds, shuffle=True, random_state=0),
             )
             metrics = {
                 "evaluation": f"{folds}-fold cross-validation (too few random labels)",
                 "n_eval": int(train_mask.sum()),
-                **_metrics(y[train_mask], np.asarray(cv_pred), ts.classes),
+                **_metrics(names[train_mask], np.asarray(cv_pred), classes),
             }
         else:
             metrics = {
@@ -266,16 +262,16 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
                 "macro_f1": None,
             }
     metrics["n_train"] = int(train_mask.sum())
-    metrics["class_counts"] = {c: int((y == i).sum()) for i, c in enumerate(ts.classes)}
+    metrics["class_counts"] = {c: int((names == c).sum()) for c in ts.classes}
     log(f"evaluated: macro-F1 {metrics.get('macro_f1')} ({metrics['evaluation']})", 0.55)
     promote, guard = True, "no champion yet"
     if champion is not None:
-        promote, guard = _guard(champion, head, metrics, X, y, eval_mask, ts.classes)
+        promote, guard = _guard(champion, metrics, X, names, eval_mask, classes)
     log(f"guard: {guard}", 0.6)
     out = model_dir(settings, project, version)
     out.mkdir(parents=True, exist_ok=True)
     joblib.dump(head, out / "head.joblib")
-    (out / "classes.json").write_text(json.dumps(ts.classes))
+    (out / "classes.json").write_text(json.dumps(classes))
     log("scoring the pool", 0.65)
     scores = score_vectors(head, vecs)
     np.save(out / "scores.npy", scores)
@@ -326,7 +322,6 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
 
 def _guard(
     champion: ModelVersion,
-    head: Any,
     metrics: dict[str, Any],
     X: np.ndarray,
     y: np.ndarray,
@@ -339,9 +334,7 @@ def _guard(
     if list(champion.classes) != classes:
         return True, "promoted: the set of classes changed since the champion"
     old = _load_head(champion.artifact_path)
-    old_f1 = _metrics(y[eval_mask], np.asarray(old.predict_proba(X[eval_mask])).argmax(1), classes)[
-        "macro_f1"
-    ]
+    old_f1 = _metrics(y[eval_mask], old.predict(X[eval_mask]), classes)["macro_f1"]
     new_f1 = metrics["macro_f1"]
     if new_f1 < old_f1:
         return False, f"kept champion v{champion.version}: macro-F1 {new_f1} < {old_f1}"
