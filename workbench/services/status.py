@@ -48,6 +48,66 @@ def project_status(session: Session, project: Project) -> dict[str, Any]:
         )
         or 0
     )
+    from workbench.db.models import (
+        Embedding,
+        EmbeddingSpace,
+        EmbeddingStatus,
+        EntryStatus,
+        Lease,
+        LeaseStatus,
+        ModelVersion,
+        QueueEntry,
+    )
+    from workbench.db.types import utcnow
+
+    fused = session.scalar(
+        select(EmbeddingSpace.id)
+        .where(EmbeddingSpace.project_id == project.id, EmbeddingSpace.name == "fused")
+        .order_by(EmbeddingSpace.id.desc())
+        .limit(1)
+    )
+    embedded = 0
+    if fused is not None:
+        embedded = (
+            session.scalar(
+                select(func.count()).where(
+                    Embedding.space_id == fused, Embedding.status == EmbeddingStatus.ok
+                )
+            )
+            or 0
+        )
+    failures = (
+        session.scalar(
+            select(func.count(distinct(Embedding.item_id)))
+            .join(EmbeddingSpace, EmbeddingSpace.id == Embedding.space_id)
+            .where(
+                EmbeddingSpace.project_id == project.id, Embedding.status == EmbeddingStatus.failed
+            )
+        )
+        or 0
+    )
+    queued = (
+        session.scalar(
+            select(func.count()).where(
+                QueueEntry.project_id == project.id, QueueEntry.status == EntryStatus.pending
+            )
+        )
+        or 0
+    )
+    leased = (
+        session.scalar(
+            select(func.count())
+            .select_from(Lease)
+            .join(QueueEntry, QueueEntry.id == Lease.entry_id)
+            .where(
+                QueueEntry.project_id == project.id,
+                Lease.status == LeaseStatus.active,
+                Lease.expires_at >= utcnow(),
+            )
+        )
+        or 0
+    )
+    models = session.scalar(select(func.count()).where(ModelVersion.project_id == project.id)) or 0
     return {
         "project": project.name,
         "items": items,
@@ -56,4 +116,9 @@ def project_status(session: Session, project: Project) -> dict[str, Any]:
         "labels": labels,
         "labelled_items": labelled,
         "reviewers": reviewers,
+        "embedded": embedded,
+        "embedding_failures": failures,
+        "queued": queued,
+        "leased": leased,
+        "model_versions": models,
     }
