@@ -165,7 +165,8 @@ def update_near_duplicates(
         if current.get(iid) != new:
             changes.append({"item_id": iid, "root": new})
     if changes:
-        session.execute(
+        # Core executemany on the connection: the ORM would demand primary keys by name.
+        session.connection().execute(
             update(Item)
             .where(Item.id == bindparam("item_id"))
             .values(near_duplicate_of_id=bindparam("root"))
