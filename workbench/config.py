@@ -29,6 +29,14 @@ class IngestLimits(BaseSettings):
         4 * 3600.0, gt=0, description="duration of one audio or video file"
     )
     max_metadata_bytes: int = Field(64_000, gt=0, description="JSON bytes of one item's metadata")
+    max_full_decode_seconds: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "audio/video up to this long is decoded completely at ingest; longer files are "
+            "demuxed to the end (truncation) and only their first packets decoded"
+        ),
+    )
 
 
 class Settings(BaseSettings):
