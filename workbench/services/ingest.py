@@ -37,7 +37,13 @@ from workbench.services.media_store import (
     store_path_for,
 )
 from workbench.services.projects import find_project, get_or_create_project
-from workbench.services.tabular import Record, detect_format, iter_records, write_rejects
+from workbench.services.tabular import (
+    ReadingStopped,
+    Record,
+    detect_format,
+    iter_records,
+    write_rejects,
+)
 
 KNOWN_FIELDS = ("external_id", "text", "image", "audio", "video", "language", "metadata")
 MEDIA_FIELDS: dict[str, Modality] = {
@@ -416,9 +422,9 @@ def _scan_manifest(path: Path, checker: _Checker, progress: ProgressFactory) -> 
 
 
 def _stops_csv_reader(problem: Problem) -> bool:
-    # tabular's CSV reader stops at a parse error (it cannot resynchronise after a broken
-    # quote), so rows after it were never read; a row-width mismatch does not stop it.
-    return problem.reason.startswith("malformed CSV:") and "the header has" not in problem.reason
+    # tabular's CSV reader stops at a broken quote (it cannot resynchronise), so rows after it
+    # were never read; a row-width mismatch does not stop it.
+    return isinstance(problem, ReadingStopped)
 
 
 def _walk_folder(root: Path, scan: _Scan) -> Iterator[tuple[str, Path]]:

@@ -33,6 +33,14 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 @dataclass(frozen=True)
+class ReadingStopped(Problem):
+    """A problem after which the rest of the file could not be read (a broken CSV quote).
+
+    Callers must not treat the rows after it as absent-but-fine: they were never seen.
+    """
+
+
+@dataclass(frozen=True)
 class Record:
     """One row. `line` is the 1-based line where it starts (the row number for Parquet)."""
 
@@ -133,8 +141,12 @@ def _iter_csv(path: Path, name: str) -> Iterator[Record | Problem]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield Problem(file=name, line=start, reason=f"malformed CSV: {exc}")
             # csv.reader cannot resynchronise reliably after a broken quote; stop here.
+            yield ReadingStopped(
+                file=name,
+                line=start,
+                reason=f"malformed CSV: {exc}; the rest of the file could not be read",
+            )
             return
         line = start
         start = reader.line_num + 1
