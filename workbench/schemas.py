@@ -49,6 +49,9 @@ class ProjectSettings(BaseModel):
     show_model_suggestion_after_submit: bool = Field(
         False, description="reviewers see the model's prediction after they submit (never before)"
     )
+    label_aggregation: Literal[
+        "dawid_skene", "majority", "mace", "glad", "majority_ties_dropped"
+    ] = Field("dawid_skene", description="how several reviewers' labels become one training label")
     near_duplicate_threshold: float = Field(
         0.95, gt=0.0, le=1.0, description="cosine above which two items are near-duplicates"
     )

@@ -7,6 +7,7 @@ import typer
 from workbench.cli import (
     bench,
     db,
+    demo,
     embed,
     ingest,
     labels,
@@ -42,6 +43,7 @@ embed.register(app)
 serve.register(app)
 train.register(app)
 select.register(app)
+demo.register(app)
 
 
 @app.command()

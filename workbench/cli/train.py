@@ -87,9 +87,9 @@ def retrain(
                 out["model"] = _model_dict(s.get_one(ModelVersion, rnd.model_version_id))
             log = rnd.log
         say(log.rstrip())
-        emit(out, json_mode, None)
         if out["status"] != RoundStatus.succeeded.value:
             fail(f"round {number} failed: {out['error']}", json_mode)
+        emit(out, json_mode, None)
 
 
 def worker(

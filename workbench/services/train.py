@@ -1,7 +1,7 @@
 """Train a classifier head on the current labels, score the pool, and keep the better model.
 
-One training label per item: the label-quality service's aggregation when present (majority
-vote by default; adjudicated and gold answers override), `unsure` left out. The class of an
+One training label per item from the project's `label_aggregation` (Dawid-Skene by default,
+through crowd-kit; majority, MACE and GLAD too), `unsure` left out. The class of an
 item is its primary policy code (`none` for not violating).
 
 Evaluation and the promotion guard use labels of items that the `random` strategy chose: they
@@ -116,13 +116,33 @@ def random_sampled_items(session: Session, project: Project) -> set[int]:
     )
 
 
+def aggregated_training_labels(
+    labels: list[Label], method: str, overrides: dict[int, str] | None = None
+) -> dict[int, tuple[str, float]]:
+    """Item -> (class, confidence) through the label-quality aggregation (crowd-kit)."""
+    import pandas as pd
+
+    from workbench.services.quality.aggregation import aggregate_labels
+
+    rows = [(lab.item_id, lab.reviewer_id, label_class(lab)) for lab in labels]
+    frame = pd.DataFrame(
+        [r for r in rows if r[2] is not None], columns=["item", "reviewer", "label"]
+    )
+    if frame.empty and not overrides:
+        return {}
+    result = aggregate_labels(frame, method, overrides=overrides)
+    return {int(i): (str(r.label), float(r.confidence)) for i, r in result.iterrows()}
+
+
 def training_set(session: Session, project: Project) -> TrainingSet:
-    try:
-        from workbench.services.quality.aggregation import training_labels as aggregated
-    except ImportError:  # the label-quality service is optional
-        aggregated = None
+    from workbench.services.projects import project_settings
+
     labels = counted_labels(session, project)
-    per_item = aggregated(session, project) if aggregated else majority_training_labels(labels)
+    method = project_settings(project).label_aggregation
+    if method == "majority_ties_dropped":
+        per_item = majority_training_labels(labels)
+    else:
+        per_item = aggregated_training_labels(labels, method)
     if not per_item:
         raise WorkbenchError(
             f"project {project.name!r} has no usable labels yet (unsure labels and ties are "
@@ -283,7 +303,7 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
             version=version,
             round_id=round_id,
             parent_id=champion.id if champion else None,
-            head=params["kind"],
+            head=params["name"],
             params=params,
             classes=ts.classes,
             metrics=metrics | {"guard": guard},
