@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from workbench.cli import (
+    agreement,
     bench,
     db,
     demo,
@@ -44,6 +45,7 @@ serve.register(app)
 train.register(app)
 select.register(app)
 demo.register(app)
+agreement.register(app)
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""Label quality: agreement between reviewers, and training labels aggregated from them."""
