@@ -37,8 +37,11 @@ def agreement(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     json_mode: JsonFlag = False,
 ) -> None:
-    """Krippendorff's alpha, Fleiss' kappa, percent agreement (with bootstrap intervals) and
-    pairwise Cohen's kappa over the counted labels: current, by people, latest per reviewer."""
+    """Inter-annotator agreement of a project's reviewers.
+
+    Krippendorff's alpha, Fleiss' kappa, percent agreement (with bootstrap intervals) and
+    pairwise Cohen's kappa over the counted labels: current, by people, latest per reviewer.
+    """
     with database(json_mode) as db, db.sessions() as s:
         result = agreement_report(
             s, get_project(s, project), field, by or [], n_boot=resamples, seed=seed

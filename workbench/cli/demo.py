@@ -28,9 +28,12 @@ def demo(
     port: Annotated[int, typer.Option(help="Port for the UI.")] = 8501,
     json_mode: JsonFlag = False,
 ) -> None:
-    """Ingest the fixtures into project `demo`, import their labels, create demo users, embed,
-    train, select a first batch, print the status and the users' credentials, then serve the UI
-    (--no-serve stops before serving, for scripts). Running it twice is harmless."""
+    """Set up the demo project from the fixtures and serve the UI.
+
+    Ingests the fixtures into project `demo`, imports their labels, creates demo users, embeds,
+    trains, selects a first batch, prints the status and the users' credentials, then serves the
+    UI (--no-serve stops before serving, for scripts). Running it twice is harmless.
+    """
     from workbench.services.demo import run_demo
 
     with database(json_mode) as db:
