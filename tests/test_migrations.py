@@ -22,6 +22,11 @@ TABLES = {
     "labels",
     "users",
     "audit_events",
+    "user_sessions",
+    "login_attempts",
+    "review_drafts",
+    "reviewer_settings",
+    "wellbeing_flags",
 }
 
 

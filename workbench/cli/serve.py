@@ -1,9 +1,92 @@
-"""`workbench serve` (being written)."""
+"""`workbench serve`: the browser app (Streamlit) and, beside it, a `workbench worker`."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from workbench.cli._common import database, say
+
+APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+
+
+def streamlit_command(port: int, address: str) -> list[str]:
+    """Headless, no usage statistics, no file watcher: a server, not a development loop."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.headless", "true",
+        "--server.port", str(port),
+        "--server.address", address,
+        "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false",
+        "--client.toolbarMode", "minimal",
+    ]  # fmt: skip
+
+
+def worker_command() -> list[str] | None:
+    """`workbench worker` when this installation has it (it runs the retrain rounds)."""
+    from workbench.cli import app
+
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    if "worker" not in names:
+        return None
+    exe = shutil.which("workbench")
+    return [exe, "worker"] if exe else [sys.executable, "-m", "workbench.cli", "worker"]
+
+
+def serve(
+    port: Annotated[int, typer.Option(help="Port of the web app.")] = 8501,
+    address: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Do not start a `workbench worker` beside it.")
+    ] = False,
+) -> None:
+    """Start the reviewer workbench in the browser (and a worker for retrain rounds)."""
+    with database(False):
+        pass  # fail early, with a clear message, if the database is unusable or out of date
+    env = dict(os.environ)
+    procs: list[subprocess.Popen[bytes]] = []
+    worker = None if no_worker else worker_command()
+    if not no_worker and worker is None:
+        say("note: this installation has no `workbench worker`; retrain rounds will wait")
+    if worker is not None:
+        procs.append(subprocess.Popen(worker, env=env))
+        say(f"worker started (pid {procs[-1].pid})")
+    web = subprocess.Popen(streamlit_command(port, address), env=env)
+    procs.append(web)
+    say(f"workbench at http://{address}:{port} (Ctrl+C stops it)")
+
+    def stop(*_: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    code = web.returncode or 0
+    raise typer.Exit(0 if code in (0, -signal.SIGTERM) else 1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.command()(serve)

@@ -446,3 +446,87 @@ class Lease(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id", ondelete="SET NULL"))
     skip_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class UserSession(Base):
+    """A logged-in browser session: only the sha256 of its token is stored, so a leaked table
+    cannot be replayed. Logout or expiry ends it; the exposure counter is per session."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (Index("ix_user_sessions_user", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(32), default="password")  # later: oidc
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Items reviewed in this session, for the optional exposure cap and its break reminder.
+    items_reviewed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LoginAttempt(Base):
+    """Every login attempt by user name (known or not): the throttle counts recent failures."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_name_at", "user_name", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    success: Mapped[bool] = mapped_column(Boolean)
+
+
+class ReviewDraft(Base):
+    """The label form as a reviewer left it, per reviewer and item, so a reload loses nothing.
+
+    A draft with `supersedes_label_id` is an open correction (undo) of that label.
+    """
+
+    __tablename__ = "review_drafts"
+    __table_args__ = (UniqueConstraint("reviewer_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    lease_id: Mapped[int | None] = mapped_column(ForeignKey("leases.id", ondelete="SET NULL"))
+    supersedes_label_id: Mapped[int | None] = mapped_column(
+        ForeignKey("labels.id", ondelete="CASCADE")
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReviewerSettings(Base):
+    """Wellbeing settings of one reviewer (defaults protect: blurred, greyscale, muted)."""
+
+    __tablename__ = "reviewer_settings"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    blur_images: Mapped[bool] = mapped_column(Boolean, default=True)
+    greyscale_images: Mapped[bool] = mapped_column(Boolean, default=True)
+    # None: no cap. Otherwise a break reminder after this many items in one session.
+    exposure_cap: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WellbeingFlag(Base):
+    """A reviewer's "this affected me" on an item; leads see only the aggregate counts."""
+
+    __tablename__ = "wellbeing_flags"
+    __table_args__ = (
+        UniqueConstraint("reviewer_id", "item_id"),
+        Index("ix_wellbeing_flags_project", "project_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,145 @@
+"""`workbench bench al` end to end on a tiny CSV with vote columns, and `bench select`."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from workbench.encoders.base import Encoder, l2_normalise
+from workbench.services import al_benchmark
+
+
+class WordHashEncoder(Encoder):
+    """A tiny deterministic text encoder (hashed words), so the test needs no model."""
+
+    id = "test-word-hash"
+    modality = "text"
+    version = "1"
+    dim = 32
+
+    def encode(self, batch: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(batch), self.dim), dtype=np.float32)
+        for i, text in enumerate(batch):
+            for word in text.split():
+                out[i, sum(map(ord, word)) % self.dim] += 1.0
+        return l2_normalise(out + 1e-3)
+
+
+def write_vote_csv(path: Path, n: int = 500, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    words = {"hate": "vermin scum", "offensive": "damn idiot", "neither": "lunch sunny"}
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text", "hate", "offensive", "neither"])
+        for i in range(n):
+            cls = rng.choice(3, p=[0.1, 0.4, 0.5])
+            name = list(words)[cls]
+            votes = rng.multinomial(3, [0.1, 0.1, 0.1] + np.eye(3)[cls] * 0.7)
+            votes[cls] = max(votes[cls], 2)
+            w.writerow([i, f"{words[name]} item{i % 7} filler{i % 5}", *votes.tolist()])
+    return path
+
+
+@pytest.fixture
+def fast_encoder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(al_benchmark, "_default_text_encoder", WordHashEncoder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("WORKBENCH_BENCHMARKS_DIR", str(tmp_path / "benchmarks"))
+
+
+def test_bench_al_runs_end_to_end_and_reports_every_strategy(
+    cli: Any, tmp_path: Path, fast_encoder: None
+) -> None:
+    data = write_vote_csv(tmp_path / "votes.csv")
+    out = cli.json(
+        "bench", "al",
+        "--data", str(data),
+        "--text-column", "text",
+        "--vote-columns", "hate,offensive,neither",
+        "--positive", "hate",
+        "--seeds", "3",
+        "--seed-labels", "20",
+        "--budget", "80",
+        "--batch", "20",
+        "--seed", "1",
+        "--test-size", "100",
+        "--validation-size", "50",
+        "--strategies", "random;margin;cluster_margin;mix:margin=0.5,seals=0.3,random=0.2",
+    )  # fmt: skip
+    assert 0 < out["full_pool_macro_f1"] <= 1
+    assert set(out["strategies"]) == {
+        "random",
+        "margin",
+        "cluster_margin",
+        "mix:margin=0.5,seals=0.3,random=0.2",
+    }
+    for name, s in out["strategies"].items():
+        for key in ("aulc_macro_f1", "final_macro_f1", "positives_per_100_reviews"):
+            assert set(s[key]) == {"mean", "std"}, (name, key)
+        reach = s["labels_to_reach_full_pool"]
+        assert reach is None or 20 <= reach <= 80
+        assert s["curve_labels"] == [20, 40, 60, 80]
+        if name != "margin":
+            assert set(s["vs_margin"]["aulc_macro_f1"]) >= {"t_test_p", "wilcoxon_p"}
+    mix = out["strategies"]["mix:margin=0.5,seals=0.3,random=0.2"]["chosen_by"]
+    assert mix == {"seed": 20, "margin": 30, "seals": 18, "random": 12}
+    assert Path(out["plot"]).exists()
+    assert (tmp_path / "benchmarks" / "al-latest.json").exists()
+    # The vectors were cached: a second run does not encode again.
+    assert list((tmp_path / "cache" / "workbench" / "al-vectors").glob("*.npy"))
+
+
+def test_bench_al_names_the_row_and_column_of_a_bad_vote_count(
+    cli: Any, tmp_path: Path, fast_encoder: None
+) -> None:
+    data = write_vote_csv(tmp_path / "votes.csv", n=30)
+    lines = data.read_text().splitlines()
+    lines[5] = lines[5].rsplit(",", 1)[0] + ",many"
+    data.write_text("\n".join(lines) + "\n")
+    out = cli.json(
+        "bench", "al", "--data", str(data), "--text-column", "text",
+        "--vote-columns", "hate,offensive,neither", "--positive", "hate",
+        expect=1,
+    )  # fmt: skip
+    assert out["problems"][0]["line"] == 6
+    assert out["problems"][0]["field"] == "neither"
+
+
+def test_bench_al_rejects_a_positive_class_that_is_not_a_vote_column(
+    cli: Any, tmp_path: Path, fast_encoder: None
+) -> None:
+    data = write_vote_csv(tmp_path / "votes.csv", n=30)
+    out = cli.json(
+        "bench", "al", "--data", str(data), "--text-column", "text",
+        "--vote-columns", "hate,offensive,neither", "--positive", "spam",
+        expect=1,
+    )  # fmt: skip
+    assert "'spam' is not one of the vote columns" in out["error"]
+
+
+def test_simulated_reviewers_answer_in_proportion_to_the_crowd_votes() -> None:
+    votes = np.tile([[1, 3, 0]], (20000, 1))
+    answers = al_benchmark._draw_answers(votes, np.random.default_rng(0))
+    share = np.bincount(answers, minlength=3) / len(answers)
+    np.testing.assert_allclose(share, [0.25, 0.75, 0.0], atol=0.01)
+
+
+def test_bench_select_times_each_strategy_in_its_own_process(
+    cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WORKBENCH_BENCHMARKS_DIR", str(tmp_path / "benchmarks"))
+    out = cli.json(
+        "bench", "select", "--pool-size", "2000", "--dim", "16", "--batch", "20",
+        "--labelled", "100", "--strategies", "margin,cluster_margin,st_breaking_ties",
+    )  # fmt: skip
+    rows = {r["strategy"]: r for r in out["results"]}
+    assert set(rows) == {"margin", "cluster_margin", "st_breaking_ties"}
+    for r in rows.values():
+        assert r.get("error") is None, r
+        assert r["pool_size"] == 2000 and r["batch"] == 20 and r["picked"] == 20
+        assert r["seconds"] >= 0 and r["setup_seconds"] >= 0 and r["peak_rss_mb"] > 0

@@ -1,0 +1,233 @@
+"""Selection strategies on small synthetic pools: each picks what its method promises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.errors import WorkbenchError
+from workbench.services.heads import LogisticHead
+from workbench.services.strategies import SelectionContext, make_strategy
+from workbench.services.strategies.mix import shares_to_counts
+from workbench.services.strategies.uncertainty import (
+    entropy_scores,
+    least_confidence_scores,
+    margin_scores,
+)
+
+ALL = [
+    "random",
+    "least_confidence",
+    "margin",
+    "entropy",
+    "ranked_batch",
+    "cluster_margin",
+    "coreset",
+    "seals",
+    "typiclust",
+    "kmeans",
+    "top_positive",
+    "mix:cluster_margin=0.7,seals=0.2,random=0.1",
+]
+
+
+def pool(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Eight tight clusters in 8-d; cluster 0 is the rare 'hate' class."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(8, 8))
+    cluster = rng.integers(0, 8, n)
+    x = (centres[cluster] + rng.normal(scale=0.5, size=(n, 8))).astype(np.float32)
+    labels = np.where(cluster == 0, "hate", np.where(cluster < 4, "offensive", "none"))
+    return x, labels
+
+
+def context(x: np.ndarray, y: np.ndarray, labelled: np.ndarray, **kw: object) -> SelectionContext:
+    head = LogisticHead(random_state=0).fit(x[labelled], y[labelled])
+    return SelectionContext(
+        vectors=x,
+        labelled=labelled,
+        labels=y[labelled],
+        head=head,
+        positive="hate",
+        rng=np.random.default_rng(0),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_uncertainty_scores_match_modal() -> None:
+    from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
+
+    x, y = pool()
+    head = LogisticHead(random_state=0).fit(x[:60], y[:60])
+    p = head.predict_proba(x)
+    np.testing.assert_allclose(least_confidence_scores(p), classifier_uncertainty(head, x))
+    np.testing.assert_allclose(margin_scores(p), classifier_margin(head, x))
+    np.testing.assert_allclose(entropy_scores(p), classifier_entropy(head, x), atol=1e-6)
+
+
+def test_margin_picks_the_items_nearest_the_boundary() -> None:
+    x = np.linspace(-3, 3, 61, dtype=np.float32)[:, None]
+    y = np.where(x[:, 0] > 0, "hate", "none")
+    labelled = np.array([0, 5, 10, 50, 55, 60])
+    ctx = context(x, y, labelled)
+    sel = make_strategy("margin").select(ctx, 4)
+    # The four items closest to 0 (the boundary): 0.0, ±0.1 and one of ±0.2.
+    assert np.abs(x[sel.indices, 0]).max() <= 0.21
+    assert "margin" in sel.reasons[0] and "between" in sel.reasons[0]
+
+
+def test_ranked_batch_matches_modal_on_a_small_case() -> None:
+    from modAL.batch import uncertainty_batch_sampling
+    from modAL.models import ActiveLearner
+
+    x, y = pool(200)
+    labelled = np.arange(30)
+    ctx = context(x, y, labelled)
+    sel = make_strategy("ranked_batch").select(ctx, 10)
+    learner = ActiveLearner(
+        estimator=LogisticHead(random_state=0), X_training=x[labelled], y_training=y[labelled]
+    )
+    rest = np.arange(30, 200)
+    ref = uncertainty_batch_sampling(learner, x[rest], n_instances=10)
+    ref = ref[0] if isinstance(ref, tuple) else ref
+    assert sel.indices.tolist() == rest[ref].tolist()
+
+
+def test_cluster_margin_covers_several_clusters() -> None:
+    x, y = pool(800)
+    labelled = np.arange(80)
+    ctx = context(x, y, labelled)
+    from workbench.services.strategies.diversity import ClusterMarginStrategy
+
+    # With every unlabelled item a candidate, the round robin visits all eight clusters,
+    # where plain margin crowds onto the few clusters that straddle a boundary.
+    sel = ClusterMarginStrategy(n_clusters=8, oversample=100).select(ctx, 8)
+    assign = ctx.cache["kmeans:8:0:800"][1]
+    assert len(set(assign[sel.indices].tolist())) == 8
+    plain = make_strategy("margin").select(ctx, 8)
+    assert len(set(assign[plain.indices].tolist())) < 8
+    assert "cluster" in sel.reasons[0] and "of 8" in sel.reasons[0]
+
+
+def test_coreset_picks_the_points_far_from_the_labelled_ones() -> None:
+    rng = np.random.default_rng(0)
+    near = rng.normal(scale=0.1, size=(100, 2))
+    far = np.array([[10.0, 0.0], [0.0, 10.0], [-10.0, 0.0]])
+    x = np.vstack([near, far]).astype(np.float32)
+    y = np.array(["none", "hate"] * 50 + ["none"] * 3)
+    ctx = context(x, y, np.arange(10))
+    sel = make_strategy("coreset").select(ctx, 3)
+    assert sorted(sel.indices.tolist()) == [100, 101, 102]
+
+
+def test_coreset_matches_a_brute_force_k_center_greedy() -> None:
+    x, y = pool(300)
+    labelled = np.arange(20)
+    sel = make_strategy("coreset").select(context(x, y, labelled), 6)
+    centres = list(labelled)
+    expected = []
+    for _ in range(6):
+        d = ((x[:, None, :] - x[None, centres, :]) ** 2).sum(-1).min(axis=1)
+        d[centres] = -1
+        i = int(np.argmax(d))
+        expected.append(i)
+        centres.append(i)
+    assert sel.indices.tolist() == expected
+
+
+def test_seals_candidates_are_neighbours_of_labelled_positives() -> None:
+    x, y = pool(800)
+    labelled = np.arange(40)
+    assert (y[labelled] == "hate").any()
+    ctx = context(x, y, labelled)
+    from workbench.services.strategies.search import SEALSStrategy
+
+    seals = SEALSStrategy(base="margin", neighbours=20)
+    sel = seals.select(ctx, 10)
+    positives = labelled[y[labelled] == "hate"]
+    d = ((x[sel.indices, None, :] - x[None, positives, :]) ** 2).sum(-1).min(axis=1)
+    # Each pick lies within the 20-nearest-neighbour radius of some known positive.
+    radius = max(np.sort(((x - x[p]) ** 2).sum(-1))[19] for p in positives)
+    assert (d <= radius + 1e-4).all()
+    assert all("neighbour of known hate" in r for r in sel.reasons)
+    assert set(sel.strategies) == {"seals"}
+
+
+def test_seals_grows_its_pool_as_positives_arrive() -> None:
+    x, y = pool(800)
+    from workbench.services.strategies.search import SEALSStrategy
+
+    seals = SEALSStrategy(neighbours=10)
+    cache: dict[str, object] = {}
+    first = np.flatnonzero(y == "hate")[:1]
+    ctx = context(x, y, np.concatenate([first, np.flatnonzero(y == "none")[:3]]), cache=cache)
+    size_one = int(seals.candidate_pool(ctx).sum())
+    more = np.concatenate([np.flatnonzero(y == "hate")[:5], np.flatnonzero(y == "none")[:3]])
+    size_five = int(seals.candidate_pool(context(x, y, more, cache=cache)).sum())
+    assert size_one == 10 and size_five > size_one
+
+
+def test_mix_honours_shares_and_records_each_strategy() -> None:
+    x, y = pool(800)
+    ctx = context(x, y, np.arange(60))
+    sel = make_strategy("mix:cluster_margin=0.7,seals=0.2,random=0.1").select(ctx, 20)
+    assert len(sel) == 20 and len(set(sel.indices.tolist())) == 20
+    assert sorted(sel.strategies) == sorted(
+        ["cluster_margin"] * 14 + ["seals"] * 4 + ["random"] * 2
+    )
+
+
+def test_shares_become_counts_that_sum_to_the_batch() -> None:
+    assert shares_to_counts({"a": 0.7, "b": 0.2, "c": 0.1}, 10) == {"a": 7, "b": 2, "c": 1}
+    counts = shares_to_counts({"a": 1, "b": 1, "c": 1}, 10)
+    assert sum(counts.values()) == 10 and max(counts.values()) - min(counts.values()) == 1
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_excluded_labelled_and_duplicate_group_items_are_never_picked(name: str) -> None:
+    x, y = pool(400)
+    labelled = np.arange(40)
+    excluded = np.zeros(400, dtype=bool)
+    excluded[40:140] = True
+    # Pairs of near-duplicates: items 2i and 2i+1 share a group.
+    groups = np.arange(400) // 2
+    ctx = context(x, y, labelled, excluded=excluded, groups=groups)
+    sel = make_strategy(name).select(ctx, 30)
+    picked = sel.indices
+    assert len(picked) == 30
+    assert not np.isin(picked, np.arange(140)).any()
+    assert len(set(groups[picked].tolist())) == len(picked)
+    assert len(sel.reasons) == len(sel.strategies) == 30 and all(sel.reasons)
+
+
+def test_typiclust_cold_start_needs_no_labels_and_spreads_over_clusters() -> None:
+    x, _ = pool(800)
+    ctx = SelectionContext(vectors=x, rng=np.random.default_rng(0))
+    sel = make_strategy("typiclust").select(ctx, 8)
+    assert len(sel) == 8
+    # Eight picks from eight tight blobs: their true blobs are (nearly) all different.
+    blob_of = {tuple(np.round(x[i] / 4)) for i in sel.indices}
+    assert len(blob_of) >= 6
+
+
+def test_unknown_strategy_names_the_known_ones() -> None:
+    with pytest.raises(WorkbenchError, match=r"unknown strategy 'margn'; expected one of: .*"):
+        make_strategy("margn")
+
+
+def test_strategy_without_probabilities_or_head_says_what_is_missing() -> None:
+    x, _ = pool(50)
+    with pytest.raises(WorkbenchError, match="probabilities or a fitted head"):
+        make_strategy("margin").select(SelectionContext(vectors=x), 5)
+
+
+def test_seed_query_picks_the_nearest_items_of_each_query_in_turn() -> None:
+    from workbench.services.strategies.search import QuerySeedStrategy
+
+    x, _ = pool(400)
+    queries = x[[5, 300]] + 0.01
+    sel = QuerySeedStrategy(queries, labels=["slur list", "threat"]).select(
+        SelectionContext(vectors=x), 4
+    )
+    assert sel.indices[:2].tolist() == [5, 300]
+    assert sel.reasons[0].startswith("near slur list") and sel.reasons[1].startswith("near threat")

@@ -1,0 +1,207 @@
+"""Random sampling and uncertainty sampling (least confidence, margin, entropy, ranked batch).
+
+The scores are modAL's (`classifier_uncertainty`, `classifier_margin`, `classifier_entropy`),
+computed here from the pool's probabilities so a million rows are scored once, in place; the
+tests compare them with modAL's functions. Ranked batch calls modAL itself, as the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from workbench.services.strategies.base import (
+    Selection,
+    SelectionContext,
+    Strategy,
+    register,
+    take_ranked,
+)
+
+
+def least_confidence_scores(proba: np.ndarray) -> np.ndarray:
+    """1 - max p (modAL's `classifier_uncertainty`): higher is more uncertain."""
+    return 1.0 - proba.max(axis=1)
+
+
+def margin_scores(proba: np.ndarray) -> np.ndarray:
+    """p(first) - p(second) (modAL's `classifier_margin`): lower is more uncertain."""
+    if proba.shape[1] == 1:
+        return np.ones(proba.shape[0], dtype=proba.dtype)
+    part = -np.partition(-proba, 1, axis=1)
+    return part[:, 0] - part[:, 1]
+
+
+def entropy_scores(proba: np.ndarray) -> np.ndarray:
+    """Shannon entropy in nats (modAL's `classifier_entropy`): higher is more uncertain."""
+    p = np.clip(proba, 1e-12, 1.0)
+    return -(proba * np.log(p)).sum(axis=1)
+
+
+def top_two(proba_rows: np.ndarray, names: list[str]) -> list[tuple[str, str]]:
+    if proba_rows.shape[1] < 2:
+        return [(names[0], names[0])] * len(proba_rows)
+    order = np.argsort(-proba_rows, axis=1)[:, :2]
+    return [(names[a], names[b]) for a, b in order]
+
+
+@register
+class RandomStrategy(Strategy):
+    """Uniform random picks: the unbiased sample that evaluation and calibration rely on."""
+
+    name = "random"
+
+    def select(self, ctx: SelectionContext, n: int) -> Selection:
+        cand = ctx.candidates()
+        order = cand[ctx.rng.permutation(len(cand))]
+        picked = take_ranked(ctx, order, n)
+        return Selection(
+            picked,
+            np.zeros(len(picked)),
+            ["random sample (unbiased, for evaluation and calibration)"] * len(picked),
+            [self.name] * len(picked),
+        )
+
+
+class _UncertaintyStrategy(Strategy):
+    # Subclasses give the score and whether low scores are the most uncertain.
+    ascending: bool = False
+
+    def scores(self, proba: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def reason(self, score: float, pair: tuple[str, str]) -> str:
+        raise NotImplementedError
+
+    def select(self, ctx: SelectionContext, n: int) -> Selection:
+        proba = ctx.proba()
+        cand = ctx.candidates()
+        s = self.scores(proba[cand])
+        order = cand[np.argsort(s if self.ascending else -s, kind="stable")]
+        picked = take_ranked(ctx, order, n)
+        chosen = self.scores(proba[picked])
+        pairs = top_two(proba[picked], ctx.class_names())
+        return Selection(
+            picked,
+            chosen,
+            [self.reason(float(v), p) for v, p in zip(chosen, pairs, strict=True)],
+            [self.name] * len(picked),
+        )
+
+
+@register
+class LeastConfidenceStrategy(_UncertaintyStrategy):
+    name = "least_confidence"
+
+    def scores(self, proba: np.ndarray) -> np.ndarray:
+        return least_confidence_scores(proba)
+
+    def reason(self, score: float, pair: tuple[str, str]) -> str:
+        return f"least confidence: top class {pair[0]} at {1 - score:.2f}"
+
+
+@register
+class MarginStrategy(_UncertaintyStrategy):
+    name = "margin"
+    ascending = True
+
+    def scores(self, proba: np.ndarray) -> np.ndarray:
+        return margin_scores(proba)
+
+    def reason(self, score: float, pair: tuple[str, str]) -> str:
+        return f"margin {score:.2f} between {pair[0]} and {pair[1]}"
+
+
+@register
+class EntropyStrategy(_UncertaintyStrategy):
+    name = "entropy"
+
+    def scores(self, proba: np.ndarray) -> np.ndarray:
+        return entropy_scores(proba)
+
+    def reason(self, score: float, pair: tuple[str, str]) -> str:
+        return f"entropy {score:.2f} nats (top classes {pair[0]}, {pair[1]})"
+
+
+@register
+class PositiveScoreStrategy(Strategy):
+    """The items most likely to be the positive (rare) class: exploitation, for searching."""
+
+    name = "top_positive"
+
+    def select(self, ctx: SelectionContext, n: int) -> Selection:
+        names = ctx.class_names()
+        if str(ctx.positive) not in names:
+            # Positive class not seen yet: nothing to exploit, so fall back to margin.
+            return MarginStrategy().select(ctx, n)
+        col = names.index(str(ctx.positive))
+        proba = ctx.proba()
+        cand = ctx.candidates()
+        order = cand[np.argsort(-proba[cand, col], kind="stable")]
+        picked = take_ranked(ctx, order, n)
+        p = proba[picked, col]
+        return Selection(
+            picked,
+            p,
+            [f"likely {ctx.positive}: p={v:.2f}" for v in p],
+            [self.name] * len(picked),
+        )
+
+
+class _ProbaLookup:
+    """What modAL's ranked batch needs of a learner: probabilities and the training vectors."""
+
+    on_transformed = False
+
+    def __init__(self, proba: np.ndarray, x_training: np.ndarray | None) -> None:
+        self._proba = proba
+        self.X_training = x_training
+
+    def predict_proba(self, x: np.ndarray, **_: Any) -> np.ndarray:
+        # modAL asks for the probabilities of exactly the candidate rows it was given.
+        assert x.shape[0] == self._proba.shape[0]
+        return self._proba
+
+
+@register
+class RankedBatchStrategy(Strategy):
+    """modAL's ranked batch (Cardoso et al. 2017), run by modAL itself as the reference.
+
+    Its distance matrix is candidates x labelled, so on a large pool it only sees a random
+    `max_candidates` subsample (None: the whole pool).
+    """
+
+    name = "ranked_batch"
+
+    def __init__(self, max_candidates: int | None = 20_000) -> None:
+        self.max_candidates = max_candidates
+
+    def select(self, ctx: SelectionContext, n: int) -> Selection:
+        from modAL.batch import uncertainty_batch_sampling
+
+        proba = ctx.proba()
+        cand = ctx.candidates()
+        if self.max_candidates is not None and len(cand) > self.max_candidates:
+            cand = np.sort(ctx.rng.choice(cand, self.max_candidates, replace=False))
+        x = np.asarray(ctx.vectors[cand])
+        x_train = np.asarray(ctx.vectors[ctx.labelled]) if len(ctx.labelled) else None
+        extra = 0 if ctx.groups is None else n  # room to drop near-duplicates afterwards
+        want = min(len(cand), n + extra)
+        if want == 0:
+            return Selection(np.zeros(0), np.zeros(0), [], [])
+        learner = _ProbaLookup(proba[cand], x_train)
+        result = uncertainty_batch_sampling(learner, x, n_instances=want)
+        rows = result[0] if isinstance(result, tuple) else result
+        order = cand[np.asarray(rows, dtype=np.int64)]
+        picked = take_ranked(ctx, order, n)
+        unc = least_confidence_scores(proba[picked])
+        return Selection(
+            picked,
+            unc,
+            [
+                f"ranked batch rank {r + 1}: uncertainty {u:.2f}, far from labelled items"
+                for r, u in enumerate(unc)
+            ],
+            [self.name] * len(picked),
+        )

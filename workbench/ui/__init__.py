@@ -1,0 +1,1 @@
+"""The browser interface (Streamlit): thin pages over the services, one per role."""

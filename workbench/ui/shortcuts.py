@@ -1,0 +1,89 @@
+"""Keyboard shortcuts: a small script that maps keys to clicks on the page's own controls.
+
+Why clicks: the widgets stay the single source of truth (and save the draft as usual), and a
+shortcut can do nothing a mouse could not. Keys never fire while typing in a text field.
+"""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+_SCRIPT = """
+<script>
+(function() {
+  const doc = window.parent.document;
+  const keys = %(keys)s;
+  const win = window.parent;
+  win.__wbKeys = keys;
+  if (win.__wbShortcutsInstalled) { return; }
+  win.__wbShortcutsInstalled = true;
+  function findByText(selector, text) {
+    for (const el of doc.querySelectorAll(selector)) {
+      if ((el.innerText || "").trim().endsWith(text)) { return el; }
+    }
+    return null;
+  }
+  function typing(el) {
+    if (!el) { return false; }
+    const tag = (el.tagName || "").toLowerCase();
+    if (tag === "input") {
+      const type = (el.type || "text").toLowerCase();
+      return !["radio", "checkbox", "button", "submit", "range"].includes(type);
+    }
+    return tag === "textarea" || tag === "select" || el.isContentEditable;
+  }
+  let lastSubmit = 0;
+  function submit() {
+    const now = Date.now();
+    if (now - lastSubmit < 600) { return; }  // a held or bouncing key submits once
+    const btn = findByText("button", win.__wbKeys.submit);
+    if (btn && !btn.disabled) { lastSubmit = now; btn.click(); }
+  }
+  doc.addEventListener("keydown", function(e) {
+    const k = win.__wbKeys;
+    const active = doc.activeElement;
+    if ((e.ctrlKey || e.metaKey) && e.key === "Enter") {
+      e.preventDefault();
+      // Leave the text field first so its value is committed, then submit.
+      if (typing(active)) { active.blur(); setTimeout(submit, 400); } else { submit(); }
+      return;
+    }
+    if (e.key === "Escape" && typing(active)) { active.blur(); return; }
+    if (typing(active) || e.ctrlKey || e.metaKey || e.altKey) { return; }
+    if (e.key === "Enter") {
+      if (active && active.tagName && active.tagName.toLowerCase() === "button") { return; }
+      e.preventDefault(); submit(); return;
+    }
+    const target = k.map[e.key];
+    if (!target) { return; }
+    e.preventDefault();
+    if (target === "@rationale") {
+      const ta = doc.querySelector("textarea");
+      if (ta) { ta.focus(); }
+      return;
+    }
+    let el = null;
+    for (const input of doc.querySelectorAll("input[aria-label]")) {
+      if (input.getAttribute("aria-label").trim().endsWith(target)) { el = input; break; }
+    }
+    el = el || findByText("label", target) || findByText("button", target);
+    if (el) { el.click(); }
+  }, true);
+})();
+</script>
+"""
+
+
+def install(key_map: dict[str, str], submit_label_suffix: str) -> None:
+    """`key_map` maps a key to the text a label or button ends with, e.g. "v" -> "(v)"."""
+    payload = json.dumps({"map": key_map, "submit": submit_label_suffix})
+    # The script is ours, never user content: only key names and fixed label suffixes go in.
+    html = _SCRIPT % {"keys": payload}
+    if hasattr(st, "iframe"):
+        st.iframe(html, height=1)
+    else:  # Streamlit before st.iframe
+        import streamlit.components.v1 as components
+
+        components.html(html, height=0)

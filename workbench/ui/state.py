@@ -1,0 +1,69 @@
+"""What every page shares: the database, the logged-in user, the chosen project.
+
+The login token lives only in this browser session's state; every page run resolves it on the
+server again, so a logout, an expiry or a disabled account takes effect at the next click.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import streamlit as st
+from sqlalchemy.orm import Session
+
+from workbench.db.database import Database, open_database
+from workbench.db.models import Project
+from workbench.errors import WorkbenchError
+from workbench.services.auth import SessionUser, resolve_session
+from workbench.services.projects import get_project
+from workbench.services.review import project_names
+
+TOKEN = "auth_token"
+
+
+@st.cache_resource
+def database() -> Database:
+    return open_database()
+
+
+@contextmanager
+def tx() -> Iterator[Session]:
+    """One transaction per action: committed when the block ends, rolled back on error."""
+    with database().sessions.begin() as s:
+        yield s
+
+
+def current_user() -> SessionUser | None:
+    token = st.session_state.get(TOKEN)
+    if not token:
+        return None
+    with tx() as s:
+        me = resolve_session(s, token)
+    if me is None:
+        st.session_state.pop(TOKEN, None)
+    return me
+
+
+def choose_project() -> str | None:
+    """The project picked in the sidebar (default: WORKBENCH_PROJECT, else the first)."""
+    with tx() as s:
+        names = project_names(s)
+    if not names:
+        return None
+    wanted = os.environ.get("WORKBENCH_PROJECT")
+    index = names.index(wanted) if wanted in names else 0
+    return str(st.sidebar.selectbox("Project", names, index=index, key="project"))
+
+
+def load_project(s: Session, name: str) -> Project:
+    return get_project(s, name)
+
+
+def show_error(exc: WorkbenchError) -> None:
+    # st.error renders Markdown; service messages quote user input, so show them as plain text.
+    st.error("Could not do that:", icon="⚠️")
+    st.text(exc.message)
+    for p in exc.problems[:20]:
+        st.text(f"- {p}")

@@ -1,0 +1,122 @@
+"""The admin page: users and roles, the policy taxonomy, project settings."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from workbench.db.models import Role
+from workbench.errors import WorkbenchError
+from workbench.services import review
+from workbench.services.auth import SessionUser, list_accounts, revoke_user_sessions
+from workbench.services.users import add_user, get_user, set_disabled, set_password, set_role
+from workbench.ui.state import load_project, show_error, tx
+
+ROLES = [r.value for r in Role]
+
+
+def _users(me: SessionUser) -> None:
+    st.subheader("Users")
+    with tx() as s:
+        accounts = list_accounts(s, me.actor)
+    st.dataframe(
+        pd.DataFrame(
+            [{"name": a.name, "role": a.role.value, "disabled": a.disabled,
+              "can log in": a.can_log_in} for a in accounts]
+        ),
+        hide_index=True,
+    )  # fmt: skip
+    with st.form("add_user"):
+        name = st.text_input("New user name")
+        role = st.selectbox("Role", ROLES)
+        password = st.text_input("Initial password", type="password")
+        if st.form_submit_button("Add user"):
+            try:
+                with tx() as s:
+                    add_user(s, name, Role(role), me.actor, password=password or None)
+                st.success(f"Added {name}.")
+            except WorkbenchError as exc:
+                show_error(exc)
+    names = [a.name for a in accounts]
+    if not names:
+        return
+    with st.form("change_user"):
+        who = st.selectbox("User", names)
+        new_role = st.selectbox("Role", ["(unchanged)", *ROLES])
+        new_password = st.text_input("New password", type="password")
+        disable = st.radio("Account", ["(unchanged)", "enable", "disable"], horizontal=True)
+        if st.form_submit_button("Apply"):
+            try:
+                with tx() as s:
+                    user = get_user(s, who)
+                    if new_role != "(unchanged)":
+                        set_role(s, user, Role(new_role), me.actor)
+                    if new_password:
+                        set_password(s, user, new_password, me.actor)
+                        revoke_user_sessions(s, user)
+                    if disable != "(unchanged)":
+                        set_disabled(s, user, disable == "disable", me.actor)
+                        if disable == "disable":
+                            revoke_user_sessions(s, user)
+                st.success(f"Updated {who}.")
+            except WorkbenchError as exc:
+                show_error(exc)
+
+
+def _taxonomy(me: SessionUser, project_name: str) -> None:
+    st.subheader("Policy taxonomy")
+    try:
+        with tx() as s:
+            versions = review.taxonomy_versions(s, load_project(s, project_name), me.actor)
+    except WorkbenchError as exc:
+        show_error(exc)
+        return
+    for v in reversed(versions):
+        with st.expander(f"Version {v.get('version')}: {v.get('name')}"):
+            st.code(json.dumps(v, indent=1, default=str), language=None)
+    upload = st.file_uploader("Load a new version (JSON)", type=["json"])
+    if upload is not None and st.button("Load this taxonomy"):
+        try:
+            with tx() as s:
+                n = review.load_taxonomy_version(
+                    s, load_project(s, project_name), me.actor, upload.getvalue(), upload.name
+                )
+            st.success(f"Taxonomy version {n} is now current.")
+        except WorkbenchError as exc:
+            show_error(exc)
+
+
+def _settings(me: SessionUser, project_name: str) -> None:
+    st.subheader("Project settings")
+    with tx() as s:
+        settings = review.project_settings_view(s, load_project(s, project_name), me.actor)
+    st.code(json.dumps(settings, indent=1), language=None)
+    with st.form("setting"):
+        key = st.text_input("Setting (dotted key, e.g. overlap_k)")
+        value = st.text_input("Value (JSON)")
+        if st.form_submit_button("Set"):
+            try:
+                try:
+                    parsed = json.loads(value)
+                except json.JSONDecodeError:
+                    parsed = value
+                with tx() as s:
+                    review.change_project_setting(
+                        s, load_project(s, project_name), me.actor, key, parsed
+                    )
+                st.success(f"Set {key}.")
+            except WorkbenchError as exc:
+                show_error(exc)
+
+
+def render(me: SessionUser, project_name: str) -> None:
+    st.title("Admin")
+    try:
+        _users(me)
+    except WorkbenchError as exc:
+        show_error(exc)
+        return
+    _taxonomy(me, project_name)
+    _settings(me, project_name)

@@ -1,0 +1,130 @@
+"""The engineer's page: launch a retrain round (run by `workbench worker`, never here), follow
+its progress and log, compare model versions, set the selection mix and batch size, fill the queue.
+
+The round, model and selection services are imported when the page runs, so the page works (and
+says what is missing) before they exist.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from workbench.errors import WorkbenchError
+from workbench.services import review
+from workbench.services.auth import SessionUser
+from workbench.ui.state import database, load_project, show_error, tx
+
+
+def _rounds_section(me: SessionUser, project_name: str) -> None:
+    st.subheader("Retrain rounds")
+    try:
+        from workbench.services import rounds
+    except ImportError:
+        st.info("Retrain rounds are not available yet in this installation.")
+        return
+    if st.button("Launch a retrain round"):
+        try:
+            with tx() as s:
+                rnd, created = rounds.request_round(s, load_project(s, project_name), me.actor)
+            st.success(
+                f"Round {rnd.number} queued for the worker." if created
+                else f"Round {rnd.number} is already {rnd.status.value}."
+            )  # fmt: skip
+        except WorkbenchError as exc:
+            show_error(exc)
+    with tx() as s:
+        listed = rounds.list_rounds(s, load_project(s, project_name))
+    if not listed:
+        st.caption("No rounds yet.")
+        return
+    latest = listed[0]
+    st.text(f"Round {latest.number}: {latest.status.value}")
+    st.progress(min(1.0, max(0.0, float(latest.progress or 0.0))))
+    with st.expander("Log of the latest round"):
+        st.text(latest.log or "(empty)")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"round": r.number, "status": r.status.value, "progress": r.progress,
+                 "trigger": r.trigger, "by": r.requested_by, "created": r.created_at,
+                 "finished": r.finished_at, "error": r.error}
+                for r in listed
+            ]
+        ),
+        hide_index=True,
+    )  # fmt: skip
+    st.button("Refresh")  # the page never waits on a round: refresh to see progress
+
+
+def _models_section(project_name: str) -> None:
+    st.subheader("Model versions")
+    try:
+        from workbench.services.train import list_model_versions
+    except ImportError:
+        st.info("Model versions are not available yet in this installation.")
+        return
+    with tx() as s:
+        versions = list_model_versions(s, load_project(s, project_name))
+    if not versions:
+        st.caption("No model versions yet.")
+        return
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"version": v.version, "status": v.status.value, "head": v.head,
+                 "trained on": v.trained_on, "calibrated": v.calibrated,
+                 "metrics": json.dumps(v.metrics, default=str)[:300]}
+                for v in versions
+            ]
+        ),
+        hide_index=True,
+    )  # fmt: skip
+
+
+def _selection_section(me: SessionUser, project_name: str) -> None:
+    st.subheader("Selection")
+    try:
+        with tx() as s:
+            settings = review.project_settings_view(s, load_project(s, project_name), me.actor)
+    except WorkbenchError as exc:
+        show_error(exc)
+        return
+    with st.form("selection"):
+        mix = st.text_input("Selection mix (JSON)", value=json.dumps(settings["selection_mix"]))
+        batch = st.number_input("Batch size", 1, 100_000, int(settings["batch_size"]))
+        save = st.form_submit_button("Save selection settings")
+    if save:
+        try:
+            try:
+                mix_value = json.loads(mix)
+            except json.JSONDecodeError as exc:
+                raise WorkbenchError(f"selection mix is not JSON: {exc}") from None
+            with tx() as s:
+                project = load_project(s, project_name)
+                review.change_project_setting(s, project, me.actor, "selection_mix", mix_value)
+                review.change_project_setting(s, project, me.actor, "batch_size", int(batch))
+            st.success("Saved.")
+        except WorkbenchError as exc:
+            show_error(exc)
+    if st.button("Fill the queue (one batch)"):
+        try:
+            from workbench.services.select import select_batch
+        except ImportError:
+            st.info("Selection is not available yet in this installation.")
+            return
+        try:
+            with st.spinner("Selecting..."):
+                result = select_batch(database(), project_name, None, None, me.actor)
+            st.text(json.dumps(result, default=str, indent=1)[:2000])
+        except WorkbenchError as exc:
+            show_error(exc)
+
+
+def render(me: SessionUser, project_name: str) -> None:
+    st.title("Engineer")
+    _rounds_section(me, project_name)
+    _models_section(project_name)
+    _selection_section(me, project_name)
