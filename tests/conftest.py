@@ -126,3 +126,19 @@ class CLI:
 @pytest.fixture
 def cli(home: Path) -> CLI:
     return CLI()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One ONNX export of the text model per test session, not one per WORKBENCH_HOME.
+
+    Set in os.environ (not monkeypatch) so subprocesses such as `workbench serve` share it.
+    """
+    if "WORKBENCH_MODEL_CACHE" in os.environ:
+        yield
+        return
+    os.environ["WORKBENCH_MODEL_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
+    try:
+        yield
+    finally:
+        os.environ.pop("WORKBENCH_MODEL_CACHE", None)
