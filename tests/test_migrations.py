@@ -27,6 +27,8 @@ TABLES = {
     "review_drafts",
     "reviewer_settings",
     "wellbeing_flags",
+    "gold_items",
+    "adjudications",
 }
 
 

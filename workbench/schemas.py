@@ -38,6 +38,24 @@ class ProjectSettings(BaseModel):
     gold_rate: float = Field(
         0.02, ge=0.0, le=0.5, description="share of a reviewer's queue that is gold items"
     )
+    gold_alert_threshold: float = Field(
+        0.7, ge=0.0, le=1.0, description="alert when a reviewer's gold accuracy is below this"
+    )
+    gold_alert_min_answers: int = Field(
+        20, ge=1, description="gold answers a reviewer needs before an alert can fire"
+    )
+    gold_window_days: int = Field(
+        90, ge=0, description="gold accuracy and alerts count the last N days; 0 = all time"
+    )
+    adjudicate_low_alpha_slices: bool = Field(
+        True, description="adjudication refresh also opens cases in slices with low alpha"
+    )
+    adjudication_alpha_threshold: float = Field(
+        0.667, ge=-1.0, le=1.0, description="a slice's Krippendorff's alpha below this is low"
+    )
+    adjudication_min_slice_items: int = Field(
+        10, ge=2, description="items with 2+ labels a slice needs before its alpha is judged"
+    )
     selection_mix: dict[str, float] = Field(
         default_factory=lambda: {"cluster_margin": 0.7, "seals": 0.2, "random": 0.1},
         description="strategy name -> share of each selected batch; shares sum to 1",

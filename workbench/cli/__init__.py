@@ -5,14 +5,17 @@ from __future__ import annotations
 import typer
 
 from workbench.cli import (
+    adjudicate,
     agreement,
     bench,
     db,
     demo,
     embed,
+    gold,
     ingest,
     labels,
     project,
+    quality,
     select,
     serve,
     taxonomy,
@@ -46,6 +49,9 @@ train.register(app)
 select.register(app)
 demo.register(app)
 agreement.register(app)
+adjudicate.register(app)
+gold.register(app)
+quality.register(app)
 
 
 @app.command()

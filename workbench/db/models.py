@@ -530,3 +530,89 @@ class WellbeingFlag(Base):
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GoldItem(Base):
+    """An item whose answer a lead knows: mixed into reviewers' queues to measure accuracy.
+
+    One row per item; retiring keeps the row (its answers stay explainable in old reports),
+    and marking it again brings it back with the answer given then.
+    """
+
+    __tablename__ = "gold_items"
+    __table_args__ = (
+        UniqueConstraint("project_id", "item_id"),
+        CheckConstraint("severity IS NULL OR (severity >= 1 AND severity <= 4)", name="severity"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    policy_version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
+    decision: Mapped[Decision] = mapped_column(_enum(Decision, "decision"))
+    policies: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    severity: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retired_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class AdjudicationStatus(StrEnum):
+    open = "open"
+    resolved = "resolved"  # a lead recorded the final decision
+    dismissed = "dismissed"  # a lead closed it without a decision (the crowd's label stands)
+
+
+class AdjudicationReason(StrEnum):
+    disagreement = "disagreement"  # counted labels differ on decision or primary policy
+    low_alpha = "low_alpha"  # the item is in a slice whose Krippendorff's alpha is too low
+    manual = "manual"  # a lead opened it
+
+
+class Adjudication(Base):
+    """A case for a lead: every label of an item side by side, then one final decision.
+
+    The final decision of the latest resolved case is the item's training label.
+    """
+
+    __tablename__ = "adjudications"
+    __table_args__ = (
+        Index("ix_adjudications_project_status", "project_id", "status", "id"),
+        Index("ix_adjudications_item", "item_id"),
+        # At most one open case per item: refreshing the queue twice opens nothing new.
+        Index(
+            "uq_adjudications_open_item",
+            "item_id",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+        CheckConstraint("severity IS NULL OR (severity >= 1 AND severity <= 4)", name="severity"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    status: Mapped[AdjudicationStatus] = mapped_column(
+        _enum(AdjudicationStatus, "adjudication_status")
+    )
+    reason: Mapped[AdjudicationReason] = mapped_column(
+        _enum(AdjudicationReason, "adjudication_reason")
+    )
+    # Human-readable: which labels disagree, or which slice (e.g. "language=de, alpha 0.31").
+    reason_detail: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The final decision (resolved only), checked against `policy_version_id`.
+    decision: Mapped[Decision | None] = mapped_column(_enum(Decision, "decision"))
+    policies: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    severity: Mapped[int | None] = mapped_column(Integer)
+    policy_version_id: Mapped[int | None] = mapped_column(ForeignKey("policy_versions.id"))
+    # Why the lead decided (resolved) or closed the case (dismissed); required for both.
+    note: Mapped[str | None] = mapped_column(Text)
+    closed_by: Mapped[str | None] = mapped_column(String(128))
+    closed_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

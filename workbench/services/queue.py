@@ -161,6 +161,8 @@ def _candidate(session: Session, project: Project, reviewer: User):  # type: ign
         .where(
             QueueEntry.project_id == project.id,
             QueueEntry.status == EntryStatus.pending,
+            # Gold items reach reviewers only through their own path (lease_gold_if_due).
+            QueueEntry.kind != EntryKind.gold,
             QueueEntry.active_leases + QueueEntry.completed < QueueEntry.overlap_target,
             ~already,
             ~labelled,
@@ -191,6 +193,13 @@ def lease_next(
         return current
     reclaim_expired(session, project, now)
     seconds = lease_seconds or project_settings(project).lease_seconds
+    # Gold checks: at the project's gold rate this lease is a gold item instead, handed out by
+    # its own path so it looks like any other item (imported here: gold.py builds on queue).
+    from workbench.services.quality.gold import lease_gold_if_due
+
+    gold = lease_gold_if_due(session, project, reviewer, now=now, lease_seconds=seconds)
+    if gold is not None:
+        return gold
     for _attempt in range(5):
         entry_id = session.scalar(_candidate(session, project, reviewer))
         if entry_id is None:

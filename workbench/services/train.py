@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,9 @@ class TrainingSet:
     y: np.ndarray  # indices into classes
     confidence: np.ndarray
     random_item_ids: set[int]
+    # Where each item's label came from, in item_ids order: "adjudication" or "gold" (they
+    # override the crowd, with confidence 1), else the aggregation method.
+    sources: list[str] = field(default_factory=list)
 
 
 def counted_labels(session: Session, project: Project) -> list[Label]:
@@ -136,13 +139,24 @@ def aggregated_training_labels(
 
 def training_set(session: Session, project: Project) -> TrainingSet:
     from workbench.services.projects import project_settings
+    from workbench.services.quality.adjudication import training_overrides
 
     labels = counted_labels(session, project)
     method = project_settings(project).label_aggregation
+    # Adjudicated final decisions, then gold answers, outrank the crowd.
+    overrides = training_overrides(session, project)
+    fixed: dict[int, str] = {}
+    for item_id, o in overrides.items():
+        if (cls := o.answer.training_class) is not None:
+            fixed[item_id] = cls
     if method == "majority_ties_dropped":
         per_item = majority_training_labels(labels)
+        per_item.update({i: (c, 1.0) for i, c in fixed.items()})
     else:
-        per_item = aggregated_training_labels(labels, method)
+        per_item = aggregated_training_labels(labels, method, fixed or None)
+    for item_id, o in overrides.items():
+        if o.answer.training_class is None:
+            per_item.pop(item_id, None)  # a final "unsure" keeps the item out of training
     if not per_item:
         raise WorkbenchError(
             f"project {project.name!r} has no usable labels yet (unsure labels and ties are "
@@ -153,7 +167,8 @@ def training_set(session: Session, project: Project) -> TrainingSet:
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[per_item[i][0]] for i in ids], dtype=np.int64)
     conf = np.array([per_item[i][1] for i in ids], dtype=np.float32)
-    return TrainingSet(ids, classes, y, conf, random_sampled_items(session, project))
+    sources = [overrides[int(i)].source if int(i) in fixed else method for i in ids]
+    return TrainingSet(ids, classes, y, conf, random_sampled_items(session, project), sources)
 
 
 def _half(item_id: int) -> int:
@@ -224,6 +239,8 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
     if not keep.all():
         log(f"{int((~keep).sum())} labelled items have no vector yet (run `workbench embed`)")
     item_ids, y = ts.item_ids[keep], ts.y[keep]
+    label_sources = dict(Counter(src for src, k in zip(ts.sources, keep, strict=True) if k))
+    log(f"training labels by source: {label_sources}")
     if len(item_ids) < MIN_TRAINING_ITEMS or len(set(y.tolist())) < 2:
         raise WorkbenchError(
             f"need at least {MIN_TRAINING_ITEMS} labelled, embedded items of at least two "
@@ -283,6 +300,7 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
             }
     metrics["n_train"] = int(train_mask.sum())
     metrics["class_counts"] = {c: int((names == c).sum()) for c in ts.classes}
+    metrics["label_sources"] = label_sources
     log(f"evaluated: macro-F1 {metrics.get('macro_f1')} ({metrics['evaluation']})", 0.55)
     promote, guard = True, "no champion yet"
     if champion is not None:

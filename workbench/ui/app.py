@@ -13,9 +13,9 @@ import streamlit as st
 from workbench.db.models import Role
 from workbench.services.auth import logout
 from workbench.ui.state import TOKEN, choose_project, current_user, tx
-from workbench.ui.views import admin, engineer, lead, login, review, settings
+from workbench.ui.views import adjudication, admin, engineer, gold, lead, login, review, settings
 
-PAGE_PATHS = ("review", "lead", "engineer", "admin", "settings")
+PAGE_PATHS = ("review", "lead", "adjudication", "gold", "engineer", "admin", "settings")
 
 
 def _logout() -> None:
@@ -57,6 +57,14 @@ def main() -> None:
         pages.append(
             st.Page(needs_project(lambda: lead.render(me, project or "")), title="Lead",
                     url_path="lead")
+        )  # fmt: skip
+        pages.append(
+            st.Page(needs_project(lambda: adjudication.render(me, project or "")),
+                    title="Adjudication", url_path="adjudication")
+        )  # fmt: skip
+        pages.append(
+            st.Page(needs_project(lambda: gold.render(me, project or "")), title="Gold",
+                    url_path="gold")
         )  # fmt: skip
     if Role.engineer in roles:
         pages.append(

@@ -1,7 +1,12 @@
 """The lead's page: queue health, reviewers' labels and time, overlap items, wellbeing flags,
-and a table of items with scores and labels for spot checks."""
+a table of items with scores and labels for spot checks, the agreement dashboard, suspected
+mislabels and the audit trail as CSV."""
 
 from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -9,8 +14,14 @@ import streamlit as st
 from workbench.errors import WorkbenchError
 from workbench.services import review
 from workbench.services.auth import SessionUser
+from workbench.services.quality import charts
+from workbench.services.quality.agreement import AgreementField
+from workbench.services.quality.audit_export import AuditFilter, export_audit_csv
+from workbench.services.quality.mislabels import find_mislabels
 from workbench.services.queue import queue_health
-from workbench.ui.state import load_project, show_error, tx
+from workbench.ui.state import database, load_project, show_error, tx
+
+ALL_PAIRS = "(all pairs)"
 
 
 def render(me: SessionUser, project_name: str) -> None:
@@ -69,3 +80,132 @@ def render(me: SessionUser, project_name: str) -> None:
     rows = event.selection.rows if event is not None else []
     if rows:
         st.text(frame.iloc[rows[0]].to_string())
+
+    agreement_dashboard(me, project_name)
+    suspected_mislabels(me, project_name)
+    audit_download(me, project_name)
+
+
+def _n(value: float | None) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.3f}"
+
+
+def agreement_dashboard(me: SessionUser, project_name: str) -> None:
+    """Alpha over time and by policy, the kappa heatmap and a confusion matrix, each with the
+    number of items it rests on."""
+    st.header("Agreement")
+    field = st.selectbox(
+        "Compare reviewers on", [f.value for f in AgreementField], key="agreement_field"
+    )
+    try:
+        with tx() as s:
+            dash = charts.agreement_dashboard(s, load_project(s, project_name), me.actor, field)
+    except WorkbenchError as exc:
+        show_error(exc)
+        return
+    overall = dash.overall
+    cols = st.columns(4)
+    cols[0].metric("Krippendorff's alpha", _n(overall["krippendorff_alpha"]))
+    ci = overall["krippendorff_alpha_ci"]
+    cols[1].metric("95% interval", "n/a" if ci is None else f"{ci[0]:.2f} to {ci[1]:.2f}")
+    cols[2].metric("Overlap items", overall["n_items"])
+    cols[3].metric("Labels on them", overall["n_labels"])
+    if overall["n_items"] == 0:
+        st.info("No item has two or more counted labels yet: nothing to compare.")
+        return
+
+    st.subheader("Alpha over time (ISO week)")
+    st.altair_chart(charts.alpha_over_time_chart(dash.by_week))
+    st.dataframe(dash.by_week, hide_index=True)
+
+    st.subheader("Alpha by policy")
+    st.altair_chart(charts.alpha_by_policy_chart(dash.by_policy))
+    st.dataframe(dash.by_policy, hide_index=True)
+
+    st.subheader("Cohen's kappa, reviewer × reviewer")
+    pairs = dash.kappa_pairs()
+    if pairs.empty:
+        st.text("No two reviewers share an item yet.")
+    else:
+        st.altair_chart(charts.kappa_heatmap_chart(pairs))
+        st.dataframe(pairs, hide_index=True)
+
+    st.subheader("Confusion between reviewers")
+    choices = [ALL_PAIRS, *dash.reviewers]
+    left, right = st.columns(2)
+    a = left.selectbox("Reviewer A (rows)", choices, key="confusion_a")
+    b = right.selectbox("Reviewer B (columns)", choices, key="confusion_b")
+    try:
+        pooled = ALL_PAIRS in (a, b)
+        confusion = dash.confusion(None if pooled else a, None if pooled else b)
+    except WorkbenchError as exc:
+        show_error(exc)
+        return
+    st.text(f"{confusion.n_items} shared items, {confusion.n_pairs} label pairs")
+    if confusion.n_pairs:
+        st.altair_chart(charts.confusion_chart(confusion))
+    st.dataframe(confusion.matrix)
+
+
+def suspected_mislabels(me: SessionUser, project_name: str) -> None:
+    st.header("Suspected mislabels")
+    st.text(
+        "Scores every labelled item with a head trained without it (cross-validation) and "
+        "flags labels the scores contradict (cleanlab, confident learning)."
+    )
+    send = st.checkbox("Send the suspects back to review", value=True, key="mislabels_send")
+    if st.button("Find suspected mislabels", key="mislabels_run"):
+        try:
+            with st.spinner("Cross-validating the head on every labelled item..."):
+                report = find_mislabels(database(), project_name, me.actor, enqueue=send)
+        except WorkbenchError as exc:
+            show_error(exc)
+            return
+        st.session_state["mislabels_report"] = report.as_dict()
+    report_dict = st.session_state.get("mislabels_report")
+    if not report_dict or report_dict["project"] != project_name:
+        return
+    st.text(
+        f"checked {report_dict['n_checked']} items ({report_dict['folds']}-fold, "
+        f"{report_dict['head']} head): {len(report_dict['suspects'])} suspects, "
+        f"{report_dict['sent_back']} sent back to review"
+    )
+    for note in report_dict["notes"]:
+        st.text(note)
+    if report_dict["suspects"]:
+        st.dataframe(
+            pd.DataFrame(report_dict["suspects"]).drop(columns=["item_id"]), hide_index=True
+        )
+
+
+def audit_download(me: SessionUser, project_name: str) -> None:
+    st.header("Audit trail")
+    left, mid, right = st.columns(3)
+    since = left.date_input("From (UTC)", value=None, key="audit_since")
+    until = mid.date_input("Up to and including (UTC)", value=None, key="audit_until")
+    prefix = right.text_input("Action starts with", key="audit_action")
+    only_project = st.checkbox("Only this project", value=True, key="audit_only_project")
+    if st.button("Prepare audit CSV", key="audit_prepare"):
+        flt = AuditFilter(
+            project=project_name if only_project else None,
+            since=datetime.combine(since, time(), tzinfo=UTC) if since else None,
+            until=(
+                datetime.combine(until + timedelta(days=1), time(), tzinfo=UTC) if until else None
+            ),
+            action_prefix=prefix or None,
+        )
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                out = Path(folder) / "audit.csv"
+                result = export_audit_csv(database(), out, me.actor, flt)
+                st.session_state["audit_csv"] = (out.read_bytes(), result.rows)
+        except WorkbenchError as exc:
+            show_error(exc)
+            return
+    prepared = st.session_state.get("audit_csv")
+    if prepared:
+        data, rows = prepared
+        st.text(f"{rows} events")
+        st.download_button(
+            "Download audit CSV", data, file_name="audit.csv", mime="text/csv", key="audit_dl"
+        )
