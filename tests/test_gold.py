@@ -377,3 +377,16 @@ def test_gold_page_highlights_alerts_and_marks_an_item(sqlite_db: Database) -> N
         }
         raised = s.scalar(select(func.count()).where(AuditEvent.action == "gold.alert_raised"))
     assert raised == 1
+
+
+def test_gold_entries_are_not_counted_as_pending_work_nor_as_overlap(db: Database) -> None:
+    from workbench.services.queue import queue_health
+    from workbench.services.status import project_status
+
+    with db.sessions.begin() as s:
+        p, golds, items = _gold_project(s, rate=0.2, n_gold=2, n_items=3)
+        lead = make_user(s, "lena", Role.lead)
+        health = queue_health(s, p)
+        assert (health["pending"], health["gold_active"]) == (3, 2)
+        assert project_status(s, p)["queued"] == 3
+        assert review.overlap_items(s, p, _actor(lead)) == []

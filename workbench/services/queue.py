@@ -311,14 +311,17 @@ def release(session: Session, lease: Lease, actor: Actor, reason: str) -> None:
 
 def queue_health(session: Session, project: Project, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
-    pending = (
-        session.scalar(
-            select(func.count()).where(
-                QueueEntry.project_id == project.id, QueueEntry.status == EntryStatus.pending
-            )
-        )
-        or 0
+    # Gold entries stay pending for good (each reviewer gets them once): they are not work
+    # waiting in the queue, so they are counted apart.
+    by_kind = dict(
+        session.execute(
+            select(QueueEntry.kind, func.count())
+            .where(QueueEntry.project_id == project.id, QueueEntry.status == EntryStatus.pending)
+            .group_by(QueueEntry.kind)
+        ).all()
     )
+    gold_active = int(by_kind.pop(EntryKind.gold, 0))
+    pending = int(sum(by_kind.values()))
     done = (
         session.scalar(
             select(func.count()).where(
@@ -353,6 +356,7 @@ def queue_health(session: Session, project: Project, now: datetime | None = None
     )
     return {
         "pending": pending,
+        "gold_active": gold_active,
         "leased": leased or 0,
         "done": done,
         "submitted_last_hour": per_hour,

@@ -17,6 +17,7 @@ from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session, aliased
 
 from workbench.db.models import (
+    EntryKind,
     EntryStatus,
     Item,
     Label,
@@ -670,7 +671,11 @@ def overlap_items(
             QueueEntry.item_id, Item.external_id, QueueEntry.overlap_target, QueueEntry.completed
         )
         .join(Item, Item.id == QueueEntry.item_id)
-        .where(QueueEntry.project_id == project.id, QueueEntry.overlap_target > 1)
+        .where(
+            QueueEntry.project_id == project.id,
+            QueueEntry.overlap_target > 1,
+            QueueEntry.kind != EntryKind.gold,  # every reviewer gets a gold item once: not overlap
+        )
         .order_by(QueueEntry.id.desc())
         .limit(limit)
     ).all()

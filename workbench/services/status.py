@@ -7,7 +7,18 @@ from typing import Any
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
-from workbench.db.models import Item, Label, MediaAsset, Modality, Project
+from workbench.db.models import (
+    Embedding,
+    EmbeddingSpace,
+    EmbeddingStatus,
+    Item,
+    Label,
+    MediaAsset,
+    Modality,
+    ModelVersion,
+    Project,
+)
+from workbench.services.queue import queue_health
 
 
 def project_status(session: Session, project: Project) -> dict[str, Any]:
@@ -48,18 +59,6 @@ def project_status(session: Session, project: Project) -> dict[str, Any]:
         )
         or 0
     )
-    from workbench.db.models import (
-        Embedding,
-        EmbeddingSpace,
-        EmbeddingStatus,
-        EntryStatus,
-        Lease,
-        LeaseStatus,
-        ModelVersion,
-        QueueEntry,
-    )
-    from workbench.db.types import utcnow
-
     fused = session.scalar(
         select(EmbeddingSpace.id)
         .where(EmbeddingSpace.project_id == project.id, EmbeddingSpace.name == "fused")
@@ -86,27 +85,8 @@ def project_status(session: Session, project: Project) -> dict[str, Any]:
         )
         or 0
     )
-    queued = (
-        session.scalar(
-            select(func.count()).where(
-                QueueEntry.project_id == project.id, QueueEntry.status == EntryStatus.pending
-            )
-        )
-        or 0
-    )
-    leased = (
-        session.scalar(
-            select(func.count())
-            .select_from(Lease)
-            .join(QueueEntry, QueueEntry.id == Lease.entry_id)
-            .where(
-                QueueEntry.project_id == project.id,
-                Lease.status == LeaseStatus.active,
-                Lease.expires_at >= utcnow(),
-            )
-        )
-        or 0
-    )
+    health = queue_health(session, project)  # one definition of pending and leased
+    queued, leased = health["pending"], health["leased"]
     models = session.scalar(select(func.count()).where(ModelVersion.project_id == project.id)) or 0
     return {
         "project": project.name,
