@@ -149,6 +149,48 @@ class PositiveScoreStrategy(Strategy):
         )
 
 
+def positive_margin_scores(proba: np.ndarray, col: int) -> np.ndarray:
+    """|p(positive) - max p(other)|: lower is closer to the positive class's own boundary."""
+    others = np.delete(proba, col, axis=1)
+    rival = others.max(axis=1) if others.shape[1] else np.zeros(len(proba), proba.dtype)
+    return np.abs(proba[:, col] - rival)
+
+
+@register
+class PositiveMarginStrategy(Strategy):
+    """Margin on the rare class's own boundary: items the model is torn on between the positive
+    class and its strongest rival. Unlike margin, which spends most picks on the boundaries
+    between common classes, it searches and learns at once: about half of such items are
+    positive, and they are exactly where the positive class is confused (hate vs offensive)."""
+
+    name = "positive_margin"
+
+    def select(self, ctx: SelectionContext, n: int) -> Selection:
+        names = ctx.class_names()
+        if str(ctx.positive) not in names:
+            return MarginStrategy().select(ctx, n)
+        col = names.index(str(ctx.positive))
+        proba = ctx.proba()
+        cand = ctx.candidates()
+        order = cand[np.argsort(positive_margin_scores(proba[cand], col), kind="stable")]
+        picked = take_ranked(ctx, order, n)
+        scores = positive_margin_scores(proba[picked], col)
+        rivals = np.delete(np.arange(proba.shape[1]), col)
+        rival_names = [
+            names[rivals[i]] if len(rivals) else "-"
+            for i in (np.delete(proba[picked], col, axis=1).argmax(axis=1) if len(rivals) else [])
+        ] or ["-"] * len(picked)
+        return Selection(
+            picked,
+            scores,
+            [
+                f"positive margin {v:.2f}: {ctx.positive} p={p:.2f} vs {r}"
+                for v, p, r in zip(scores, proba[picked, col], rival_names, strict=True)
+            ],
+            [self.name] * len(picked),
+        )
+
+
 class _ProbaLookup:
     """What modAL's ranked batch needs of a learner: probabilities and the training vectors."""
 
