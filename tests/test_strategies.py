@@ -13,6 +13,7 @@ from workbench.services.strategies.uncertainty import (
     entropy_scores,
     least_confidence_scores,
     margin_scores,
+    positive_margin_scores,
 )
 
 ALL = [
@@ -27,6 +28,7 @@ ALL = [
     "typiclust",
     "kmeans",
     "top_positive",
+    "positive_margin",
     "mix:cluster_margin=0.7,seals=0.2,random=0.1",
 ]
 
@@ -231,3 +233,45 @@ def test_seed_query_picks_the_nearest_items_of_each_query_in_turn() -> None:
     )
     assert sel.indices[:2].tolist() == [5, 300]
     assert sel.reasons[0].startswith("near slur list") and sel.reasons[1].startswith("near threat")
+
+
+def test_positive_margin_scores_the_rare_class_boundary_only() -> None:
+    p = np.array(
+        [
+            [0.45, 0.50, 0.05],  # torn between hate and offensive: on hate's boundary
+            [0.02, 0.49, 0.49],  # torn between the two common classes: far from hate's
+            [0.90, 0.05, 0.05],  # surely hate
+        ]
+    )
+    np.testing.assert_allclose(positive_margin_scores(p, 0), [0.05, 0.47, 0.85])
+    x, y = pool()
+    ctx = context(x, y, np.arange(80))
+    sel = make_strategy("positive_margin").select(ctx, 5)
+    assert len(set(sel.indices.tolist())) == 5
+    assert all(r.startswith("positive margin") and "hate p=" in r for r in sel.reasons)
+
+
+def test_choice_by_targets_uses_validation_figures_and_says_what_is_missed() -> None:
+    from workbench.services.al_benchmark import choose_by_targets
+
+    def row(val_aulc: float, reach: int | None, pos: float) -> dict[str, object]:
+        return {
+            "validation_aulc_macro_f1": {"mean": val_aulc},
+            "validation_labels_to_reach_full_pool": reach,
+            "positives_per_100_reviews": {"mean": pos},
+            # test figures that would choose otherwise must not matter
+            "aulc_macro_f1": {"mean": 0.99 if val_aulc < 0.6 else 0.1},
+        }
+
+    strategies = {
+        "margin": row(0.60, 900, 10.0),
+        "a": row(0.65, 400, 21.0),  # meets all three
+        "b": row(0.70, 400, 12.0),  # better AULC, too few positives
+        "c": row(0.55, 300, 30.0),
+    }
+    got = choose_by_targets(strategies, "margin")
+    assert got["strategy"] == "a" and got["meets_all"]
+    del strategies["a"]
+    got = choose_by_targets(strategies, "margin")
+    assert got["strategy"] == "b" and not got["meets_all"]
+    assert got["checks"]["positives_twice_reference"] is False
