@@ -384,7 +384,7 @@ def test_gold_entries_are_not_counted_as_pending_work_nor_as_overlap(db: Databas
     from workbench.services.status import project_status
 
     with db.sessions.begin() as s:
-        p, golds, items = _gold_project(s, rate=0.2, n_gold=2, n_items=3)
+        p, _, _ = _gold_project(s, rate=0.2, n_gold=2, n_items=3)
         lead = make_user(s, "lena", Role.lead)
         health = queue_health(s, p)
         assert (health["pending"], health["gold_active"]) == (3, 2)

@@ -73,6 +73,11 @@ class ProjectSettings(BaseModel):
     near_duplicate_threshold: float = Field(
         0.95, gt=0.0, le=1.0, description="cosine above which two items are near-duplicates"
     )
+    propagate_to_duplicates: bool = Field(
+        False,
+        description="copy each reviewer's label to the item's duplicate group (source "
+        "'propagated': training data for unlabelled members, never counted as a human label)",
+    )
 
     @field_validator("selection_mix")
     @classmethod

@@ -1,4 +1,5 @@
-"""`workbench labels import|export`: label files in and out (CSV, JSONL, Parquet), lossless."""
+"""`workbench labels import|export|propagate`: label files in and out (CSV, JSONL, Parquet),
+lossless; propagation of labels to duplicate groups."""
 
 from __future__ import annotations
 
@@ -107,6 +108,25 @@ def export(
         n = label_service.export_labels_to_file(s, p, chosen, out)
         say(f"exported {n} labels of {project!r} to {out}")
         emit({"project": project, "format": chosen, "out": str(out), "labels": n}, json_mode, None)
+
+
+@app.command("propagate")
+def propagate(project: ProjectOpt, json_mode: JsonFlag = False) -> None:
+    """Copy every current human label to the other members of its item's duplicate group
+    (exact and near-duplicates, see `workbench embed`). Copies are recorded with source
+    'propagated', never counted as human labels, used for training only where an item has no
+    label of its own; the latest judgement in a group wins. Safe to run again."""
+    from workbench.services.propagation import propagate_project
+
+    with database(json_mode) as db, db.sessions.begin() as s:
+        report = propagate_project(s, get_project(s, project), Actor.system())
+    with handled(json_mode):
+        out = {"project": project} | report.as_dict()
+        say(
+            f"{report.propagated} labels propagated from {report.source_labels} labels "
+            f"({report.replaced} replaced, {report.kept_own_label} members kept their own)"
+        )
+        emit(out, json_mode, None)
 
 
 def register(root: typer.Typer) -> None:

@@ -376,6 +376,8 @@ def submit_review(
         session, project, item, user, data, source=LabelSource.human, actor=actor
     )
     queue.finish_lease(session, lease, status=LeaseStatus.submitted, label_id=label.id, now=now)
+    if created:
+        _maybe_propagate(session, project, label, actor)
     if draft is not None:
         session.delete(draft)
     count = count_reviewed_in_session(session, session_id) if session_id and created else None
@@ -512,9 +514,20 @@ def submit_correction(
     label, created = record_label(
         session, project, item, user, data, source=LabelSource.human, actor=actor
     )
+    if created:
+        _maybe_propagate(session, project, label, actor)
     if draft is not None:
         session.delete(draft)
     return SubmitResult(label.id, created, None)
+
+
+def _maybe_propagate(session: Session, project: Project, label: Label, actor: Actor) -> None:
+    """With `propagate_to_duplicates` on, copy the new label to the item's duplicate group."""
+    from workbench.services.projects import project_settings
+    from workbench.services.propagation import propagate_label
+
+    if project_settings(project).propagate_to_duplicates:
+        propagate_label(session, project, label, actor)
 
 
 def cancel_correction(session: Session, project: Project, actor: Actor) -> None:

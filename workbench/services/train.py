@@ -157,6 +157,19 @@ def training_set(session: Session, project: Project) -> TrainingSet:
     for item_id, o in overrides.items():
         if o.answer.training_class is None:
             per_item.pop(item_id, None)  # a final "unsure" keeps the item out of training
+    # Copies of a reviewer's label on duplicates (services/propagation.py): only for items with
+    # no judgement of their own, with the confidence of the item they were copied from.
+    from workbench.services.propagation import propagated_training_labels
+
+    human_items = {lab.item_id for lab in labels}
+    propagated: set[int] = set()
+    for item_id, lab in propagated_training_labels(session, project).items():
+        cls = label_class(lab)
+        if cls is None or item_id in per_item or item_id in human_items or item_id in overrides:
+            continue
+        source_item = _propagated_from(lab)
+        per_item[item_id] = (cls, per_item.get(source_item, (cls, 1.0))[1])
+        propagated.add(item_id)
     if not per_item:
         raise WorkbenchError(
             f"project {project.name!r} has no usable labels yet (unsure labels and ties are "
@@ -167,8 +180,29 @@ def training_set(session: Session, project: Project) -> TrainingSet:
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[per_item[i][0]] for i in ids], dtype=np.int64)
     conf = np.array([per_item[i][1] for i in ids], dtype=np.float32)
-    sources = [overrides[int(i)].source if int(i) in fixed else method for i in ids]
+    sources = [
+        overrides[int(i)].source
+        if int(i) in fixed
+        else "propagated"
+        if int(i) in propagated
+        else method
+        for i in ids
+    ]
     return TrainingSet(ids, classes, y, conf, random_sampled_items(session, project), sources)
+
+
+def _propagated_from(label: Label) -> int | None:
+    """The item a propagated label was copied from: `propagated:<label id>:<item id>` names the
+    source label, looked up by id."""
+    from sqlalchemy.orm import object_session
+
+    try:
+        source_label_id = int(label.idempotency_key.split(":")[1])
+    except (IndexError, ValueError):
+        return None
+    session = object_session(label)
+    source = session.get(Label, source_label_id) if session is not None else None
+    return source.item_id if source is not None else None
 
 
 def _half(item_id: int) -> int:
