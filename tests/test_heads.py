@@ -139,3 +139,30 @@ def test_logistic_head_with_one_class_predicts_it_instead_of_failing() -> None:
 def test_head_rejects_mismatched_vectors_and_labels() -> None:
     with pytest.raises(WorkbenchError, match="3 vectors but 2 labels"):
         LogisticHead().fit(np.zeros((3, 2)), ["a", "b"])
+
+
+@pytest.mark.parametrize("name", ["logistic", "mlp"])
+def test_warm_start_begins_from_the_previous_weights_when_classes_match(name: str) -> None:
+    from workbench.services.heads import CalibratedHead, make_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    y = np.where(x[:, 0] > 0.3, "hate", np.where(x[:, 1] > 0, "spam", "none"))
+    params = {"epochs": 5} if name == "mlp" else {}
+    first = make_head(name, random_state=0, **params).fit(x[:150], y[:150])
+    wrapped = CalibratedHead(first).fit(x[150:170], y[150:170])
+    second = make_head(name, random_state=0, **params)
+    assert second.warm_start_from(wrapped)
+    second.fit(x, y)
+    assert second.warm_started_
+    assert not hasattr(second, "warm_from_") or second.warm_from_ is None  # not pickled along
+    # Different classes: a cold start, silently.
+    third = make_head(name, random_state=0, **params)
+    third.warm_start_from(first)
+    third.fit(x, np.where(y == "spam", "none", y))
+    assert not third.warm_started_
+    if name == "logistic":
+        # Convex objective: the warm start reaches the same model as a cold fit (to within
+        # lbfgs's stopping tolerance).
+        cold = make_head(name, random_state=0).fit(x, y)
+        np.testing.assert_allclose(second.predict_proba(x), cold.predict_proba(x), atol=5e-3)

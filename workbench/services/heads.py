@@ -63,13 +63,37 @@ class LogisticHead(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             self.model_ = None
             return self
-        self.model_ = LogisticRegression(
+        model = LogisticRegression(
             C=self.C,
             class_weight=self.class_weight,
             max_iter=self.max_iter,
             random_state=self.random_state,
-        ).fit(x, labels)
+        )
+        previous = getattr(self, "warm_from_", None)
+        self.warm_started_ = False
+        if (
+            previous is not None
+            and np.array_equal(previous.classes_, self.classes_)
+            and previous.coef_.shape[1] == x.shape[1]
+        ):
+            # lbfgs starts from the previous round's weights: fewer iterations, same optimum
+            # (the objective is convex), so a warm start changes speed, not the model.
+            model.set_params(warm_start=True)
+            model.coef_ = previous.coef_.copy()
+            model.intercept_ = previous.intercept_.copy()
+            self.warm_started_ = True
+        self.model_ = model.fit(x, labels)
+        self.warm_from_ = None  # do not pickle the previous model inside the new one
         return self
+
+    def warm_start_from(self, previous: Any) -> bool:
+        """Start the next `fit` from a fitted head's weights when classes and dimension match."""
+        inner = getattr(previous, "head", previous)  # a CalibratedHead wraps the head
+        model = getattr(inner, "model_", None)
+        if isinstance(inner, LogisticHead) and model is not None:
+            self.warm_from_ = model
+            return True
+        return False
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "classes_")
@@ -189,6 +213,14 @@ class MLPHead(ClassifierMixin, BaseEstimator):
             torch.nn.Dropout(self.dropout),
             torch.nn.Linear(self.hidden, max(k, 1)),
         )
+        previous = getattr(self, "warm_from_", None)
+        self.warm_from_ = None
+        self.warm_started_ = False
+        if previous is not None and np.array_equal(previous.classes_, self.classes_):
+            shapes = {n: p.shape for n, p in previous.net_.state_dict().items()}
+            if shapes == {n: p.shape for n, p in self.net_.state_dict().items()}:
+                self.net_.load_state_dict(previous.net_.state_dict())
+                self.warm_started_ = True
         if k < 2:
             return self
         counts = np.bincount(codes, minlength=k).astype(np.float32)
@@ -207,6 +239,14 @@ class MLPHead(ClassifierMixin, BaseEstimator):
                 opt.step()
         self.net_.eval()
         return self
+
+    def warm_start_from(self, previous: Any) -> bool:
+        """Start the next `fit` from a fitted MLP of the same shape and classes."""
+        inner = getattr(previous, "head", previous)
+        if isinstance(inner, MLPHead) and hasattr(inner, "net_"):
+            self.warm_from_ = inner
+            return True
+        return False
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         import torch

@@ -262,6 +262,7 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
             )
             or 0
         ) + 1
+        champion_artifact = champion.artifact_path if champion is not None else None
         project_name, project_id, space_id, round_number = (
             project.name,
             project.id,
@@ -294,7 +295,17 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
         0.2,
     )
     head = new_head(params)
+    warm = ""
+    if champion_artifact is not None and hasattr(head, "warm_start_from"):
+        try:
+            if head.warm_start_from(_load_head(champion_artifact)):
+                warm = " (warm start from the champion)"
+        except (OSError, ValueError, EOFError) as exc:  # a missing or unreadable artifact
+            log(f"no warm start: the champion's artifact could not be read ({exc})")
     head.fit(X[train_mask], names[train_mask])
+    warm_started = bool(getattr(head, "warm_started_", False))
+    if warm_started:
+        log(f"trained{warm}")
     from workbench.services.heads import CalibratedHead
 
     # Calibration learns only from randomly sampled labels; below the minimum the wrapper
@@ -335,6 +346,7 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
     metrics["n_train"] = int(train_mask.sum())
     metrics["class_counts"] = {c: int((names == c).sum()) for c in ts.classes}
     metrics["label_sources"] = label_sources
+    metrics["warm_start"] = warm_started
     log(f"evaluated: macro-F1 {metrics.get('macro_f1')} ({metrics['evaluation']})", 0.55)
     promote, guard = True, "no champion yet"
     if champion is not None:
