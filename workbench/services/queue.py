@@ -204,40 +204,54 @@ def lease_next(
         entry_id = session.scalar(_candidate(session, project, reviewer))
         if entry_id is None:
             return None
-        taken = session.execute(
-            update(QueueEntry)
-            .where(
-                QueueEntry.id == entry_id,
-                QueueEntry.status == EntryStatus.pending,
-                QueueEntry.active_leases + QueueEntry.completed < QueueEntry.overlap_target,
-            )
-            .values(active_leases=QueueEntry.active_leases + 1)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if not taken:
-            continue  # another reviewer took the last slot first; pick again
-        lease = Lease(
-            entry_id=entry_id,
-            reviewer_id=reviewer.id,
-            status=LeaseStatus.active,
-            leased_at=now,
-            expires_at=now + timedelta(seconds=seconds),
-        )
-        try:
-            with session.begin_nested():
-                session.add(lease)
-                session.flush()
-        except IntegrityError:
-            # Same reviewer twice on one entry (a race with their own other tab): undo the slot.
-            session.execute(
-                update(QueueEntry)
-                .where(QueueEntry.id == entry_id)
-                .values(active_leases=QueueEntry.active_leases - 1)
-                .execution_options(synchronize_session=False)
-            )
-            continue
-        return lease
+        lease = take_slot(session, entry_id, reviewer, now=now, lease_seconds=seconds)
+        if lease is not None:
+            return lease
+        # another reviewer took the last slot first, or this reviewer's other tab: pick again
     return None
+
+
+def take_slot(
+    session: Session, entry_id: int, reviewer: User, *, now: datetime, lease_seconds: int
+) -> Lease | None:
+    """Lease one slot of an entry: a guarded UPDATE of its counter, then the lease row.
+
+    None when the entry is full or no longer pending (another reviewer won the race), or when
+    this reviewer already holds a lease on it (a second tab): the slot is given back then.
+    """
+    taken = session.execute(
+        update(QueueEntry)
+        .where(
+            QueueEntry.id == entry_id,
+            QueueEntry.status == EntryStatus.pending,
+            QueueEntry.active_leases + QueueEntry.completed < QueueEntry.overlap_target,
+        )
+        .values(active_leases=QueueEntry.active_leases + 1)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not taken:
+        return None
+    lease = Lease(
+        entry_id=entry_id,
+        reviewer_id=reviewer.id,
+        status=LeaseStatus.active,
+        leased_at=now,
+        expires_at=now + timedelta(seconds=lease_seconds),
+    )
+    try:
+        with session.begin_nested():
+            session.add(lease)
+            session.flush()
+    except IntegrityError:
+        # Same reviewer twice on one entry (a race with their own other tab): undo the slot.
+        session.execute(
+            update(QueueEntry)
+            .where(QueueEntry.id == entry_id)
+            .values(active_leases=QueueEntry.active_leases - 1)
+            .execution_options(synchronize_session=False)
+        )
+        return None
+    return lease
 
 
 def get_lease(session: Session, lease_id: int, reviewer: User) -> Lease:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exists, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from workbench.db.models import (
@@ -34,7 +33,6 @@ from workbench.db.models import (
     Label,
     LabelSource,
     Lease,
-    LeaseStatus,
     PolicyVersion,
     Project,
     QueueEntry,
@@ -532,39 +530,9 @@ def lease_gold_if_due(
     )
     if entry_id is None:
         return None
-    taken = session.execute(
-        update(QueueEntry)
-        .where(
-            QueueEntry.id == entry_id,
-            QueueEntry.status == EntryStatus.pending,
-            QueueEntry.active_leases + QueueEntry.completed < QueueEntry.overlap_target,
-        )
-        .values(active_leases=QueueEntry.active_leases + 1)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if not taken:
-        return None
-    lease = Lease(
-        entry_id=entry_id,
-        reviewer_id=reviewer.id,
-        status=LeaseStatus.active,
-        leased_at=now,
-        expires_at=now + timedelta(seconds=lease_seconds),
-    )
-    try:
-        with session.begin_nested():
-            session.add(lease)
-            session.flush()
-    except IntegrityError:
-        # The same reviewer in a second tab took it a moment ago: give the slot back.
-        session.execute(
-            update(QueueEntry)
-            .where(QueueEntry.id == entry_id)
-            .values(active_leases=QueueEntry.active_leases - 1)
-            .execution_options(synchronize_session=False)
-        )
-        return None
-    return lease
+    from workbench.services.queue import take_slot
+
+    return take_slot(session, entry_id, reviewer, now=now, lease_seconds=lease_seconds)
 
 
 # --- accuracy ----------------------------------------------------------------------------------
