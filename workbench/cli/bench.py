@@ -12,9 +12,16 @@ app = typer.Typer(
 
 def _register_all() -> None:
     # Each benchmark family lives in its own module and adds its commands here.
-    from workbench.cli import bench_agreement, bench_al, bench_embed, bench_index, bench_queue
+    from workbench.cli import (
+        bench_agreement,
+        bench_al,
+        bench_browser,
+        bench_embed,
+        bench_index,
+        bench_queue,
+    )
 
-    for module in (bench_embed, bench_index, bench_al, bench_agreement, bench_queue):
+    for module in (bench_embed, bench_index, bench_al, bench_agreement, bench_queue, bench_browser):
         module.register(app)
 
 
