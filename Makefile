@@ -25,8 +25,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The benchmarks quoted in the README, on the configured database (WORKBENCH_DATABASE_URL; the
+# queue targets are for Postgres). Results go to benchmarks/. Takes about half an hour.
 bench: $(STAMP)
-	$(BIN)/workbench bench all
+	$(BIN)/workbench bench embed-text
+	$(BIN)/workbench bench embed-media
+	$(BIN)/workbench bench knn
+	$(BIN)/workbench bench select --pool-size 1000000
+	$(BIN)/workbench bench al
+	$(BIN)/workbench bench agreement
+	$(BIN)/workbench bench agreement-scale
+	$(BIN)/workbench bench queue --project bench-queue --workers 32 --items 30000 --kill-fraction 0.1
+	$(BIN)/workbench bench queue-latency --sizes 10000,100000,1000000
 
 fixtures: $(STAMP)
 	$(BIN)/python scripts/make_fixtures.py

@@ -328,7 +328,8 @@ def check_label(
     return problems
 
 
-def _media_durations(session: Session, item_ids: Iterable[int]) -> dict[int, float]:
+def media_durations(session: Session, item_ids: Iterable[int]) -> dict[int, float]:
+    """The longest probed audio/video duration of each item that has one."""
     out: dict[int, float] = {}
     ids = list(item_ids)
     for i in range(0, len(ids), _CHUNK):
@@ -343,6 +344,29 @@ def _media_durations(session: Session, item_ids: Iterable[int]) -> dict[int, flo
         )
         out.update({item_id: float(d) for item_id, d in rows if d is not None})
     return out
+
+
+def item_facts(session: Session, item_ids: Iterable[int]) -> dict[int, ItemFacts]:
+    """`ItemFacts` of many items in a few queries (columns only: a text's length is enough)."""
+    ids = sorted(set(item_ids))
+    found: list[tuple[int, str, int | None, list[str]]] = []
+    for i in range(0, len(ids), _CHUNK):
+        stmt = select(Item.id, Item.external_id, func.length(Item.text), Item.modalities).where(
+            Item.id.in_(ids[i : i + _CHUNK])
+        )
+        found.extend((i, eid, length, mods) for i, eid, length, mods in session.execute(stmt))
+    media_ids = [i for i, _, _, mods in found if _MEDIA_MODALITIES.intersection(mods or [])]
+    durations = media_durations(session, media_ids) if media_ids else {}
+    return {
+        i: ItemFacts(
+            id=i,
+            external_id=eid,
+            text_length=length,
+            has_media=bool(_MEDIA_MODALITIES.intersection(mods or [])),
+            duration_s=durations.get(i),
+        )
+        for i, eid, length, mods in found
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,6 +412,15 @@ def _same_key_elsewhere(existing: Label, key: str) -> WorkbenchError:
     )
 
 
+def require_may_record(actor: Actor, reviewer: User, source: LabelSource) -> None:
+    """Refuse unless `actor` may record labels in `reviewer`'s name (one label or a batch)."""
+    require_role(actor, Role.reviewer, action="record labels")
+    if not actor.is_system and actor.user_id != reviewer.id:
+        require_role(actor, Role.lead, action="record labels in another reviewer's name")
+    if source == LabelSource.human and reviewer.disabled:
+        raise WorkbenchError(f"user {reviewer.name!r} is disabled and cannot record labels")
+
+
 def record_label(
     session: Session,
     project: Project,
@@ -405,15 +438,11 @@ def record_label(
     or a retry is harmless. Raises WorkbenchError, with every problem listed, for a label that
     breaks the taxonomy, the item's bounds or the correction chain.
     """
-    require_role(actor, Role.reviewer, action="record labels")
-    if not actor.is_system and actor.user_id != reviewer.id:
-        require_role(actor, Role.lead, action="record labels in another reviewer's name")
+    require_may_record(actor, reviewer, source)
     if item.project_id != project.id:
         raise WorkbenchError(
             f"item {item.external_id!r} belongs to another project, not {project.name!r}"
         )
-    if source == LabelSource.human and reviewer.disabled:
-        raise WorkbenchError(f"user {reviewer.name!r} is disabled and cannot record labels")
 
     existing = find_label(session, data.idempotency_key)
     if existing is not None:
@@ -426,7 +455,7 @@ def record_label(
         if data.policy_version is None
         else _policy_version(session, project, data.policy_version)
     )
-    duration = _media_durations(session, [item.id]).get(item.id)
+    duration = media_durations(session, [item.id]).get(item.id)
     problems = check_label(data, ItemFacts.of(item, duration), PolicyRules.of(pv), source)
     created_at = data.created_at or utcnow()
 
@@ -508,7 +537,7 @@ def _supersede_problem(target: Label | None, item_id: int, created_at: datetime)
     return None
 
 
-def _label_values(
+def label_values(
     project: Project,
     item_id: int,
     reviewer_id: int,
@@ -545,7 +574,7 @@ def _new_label(
     created_at: datetime,
 ) -> Label:
     return Label(
-        **_label_values(project, item_id, reviewer_id, policy_version_id, data, source, created_at)
+        **label_values(project, item_id, reviewer_id, policy_version_id, data, source, created_at)
     )
 
 
@@ -1065,7 +1094,7 @@ def import_labels(
         )
         found.extend((i, eid, length, mods) for i, eid, length, mods in session.execute(stmt))
     media_ids = [i for i, _, _, mods in found if _MEDIA_MODALITIES.intersection(mods or [])]
-    durations = _media_durations(session, media_ids) if media_ids else {}
+    durations = media_durations(session, media_ids) if media_ids else {}
     facts = {
         eid: ItemFacts(
             id=i,
@@ -1289,7 +1318,7 @@ def _write_rows(
             _insert_labels(session, batch, ids)
             waiting.clear()
         version = current if row.data.policy_version is None else row.data.policy_version
-        values = _label_values(
+        values = label_values(
             project,
             items[row.external_id].id,
             users[row.reviewer].id,

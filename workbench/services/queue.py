@@ -155,7 +155,12 @@ def active_lease(
 
 def _candidate(session: Session, project: Project, reviewer: User):  # type: ignore[no-untyped-def]
     already = exists().where(Lease.entry_id == QueueEntry.id, Lease.reviewer_id == reviewer.id)
-    labelled = exists().where(Label.item_id == QueueEntry.item_id, Label.reviewer_id == reviewer.id)
+    # project_id too, so the (project_id, item_id) index on labels answers it.
+    labelled = exists().where(
+        Label.project_id == QueueEntry.project_id,
+        Label.item_id == QueueEntry.item_id,
+        Label.reviewer_id == reviewer.id,
+    )
     q = (
         select(QueueEntry.id)
         .where(
