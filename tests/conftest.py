@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,17 @@ from workbench.db.database import Database, open_database
 from workbench.db.engine import normalise_url
 
 PG_ENV = "WORKBENCH_TEST_DATABASE_URL"
+
+
+@pytest.fixture(autouse=True)
+def keep_main_module() -> Iterator[None]:
+    """Streamlit's AppTest runs its script as `__main__` and leaves it there; a later test that
+    starts processes with multiprocessing's spawn would then re-run that temporary script in
+    each child (NameError: __args). Put the real `__main__` back after every test."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None and sys.modules.get("__main__") is not main:
+        sys.modules["__main__"] = main
 
 
 def postgres_base_url() -> str | None:

@@ -35,11 +35,18 @@ _SCRIPT = """
     return tag === "textarea" || tag === "select" || el.isContentEditable;
   }
   let lastSubmit = 0;
+  let lastItem = null;
   function submit() {
     const now = Date.now();
-    if (now - lastSubmit < 600) { return; }  // a held or bouncing key submits once
     const btn = findByText("button", win.__wbKeys.submit);
-    if (btn && !btn.disabled) { lastSubmit = now; btn.click(); }
+    if (!btn || btn.disabled) { return; }
+    // The submit button's keyed container names the item (its key holds the item's form key).
+    const holder = btn.closest('[class*="st-key-"]');
+    const item = holder ? holder.className : "";
+    // A held or bouncing key submits the same item once. Only the same item: a reviewer who
+    // presses Enter on the next item soon after the last submit must not be ignored.
+    if (item === lastItem && now - lastSubmit < 600) { return; }
+    lastSubmit = now; lastItem = item; btn.click();
   }
   doc.addEventListener("keydown", function(e) {
     const k = win.__wbKeys;
@@ -77,7 +84,10 @@ _SCRIPT = """
 
 
 def install(key_map: dict[str, str], submit_label_suffix: str) -> None:
-    """`key_map` maps a key to the text a label or button ends with, e.g. "v" -> "(v)"."""
+    """`key_map` maps a key to the text a label or button ends with, e.g. "v" -> "(v)".
+
+    The script must stay the same from item to item: a changed script makes a new iframe, and
+    the key listener defined in the old one dies with it."""
     payload = json.dumps({"map": key_map, "submit": submit_label_suffix})
     # The script is ours, never user content: only key names and fixed label suffixes go in.
     html = _SCRIPT % {"keys": payload}
