@@ -256,6 +256,26 @@ def test_reload_mid_item_loses_nothing(server: dict[str, Any], page: Page) -> No
     expect(page.locator("textarea")).to_have_value("threat in the last line")
 
 
+def test_text_typed_is_kept_across_a_reload_without_leaving_the_field(
+    server: dict[str, Any], page: Page
+) -> None:
+    _login(page, server["url"], "alice")
+    _ready(page, "i10")
+    page.keyboard.press("v")
+    expect(page.get_by_label("Violating (v)")).to_be_checked()
+    page.keyboard.press("r")
+    page.keyboard.press("Control+A")  # replace whatever an earlier test left in the draft
+    page.keyboard.type("still typing this")
+    page.wait_for_timeout(2500)  # a pause in typing commits the field (no Escape, no blur)
+    page.keyboard.type(" and more")  # typing goes on in the same field after the commit
+    expect(page.locator("textarea")).to_have_value("still typing this and more")
+    page.wait_for_timeout(2500)
+    page.reload()
+    _login(page, server["url"], "alice")
+    _ready(page, "i10")
+    expect(page.locator("textarea")).to_have_value("still typing this and more")
+
+
 def test_reviewer_cannot_reach_the_engineer_page_even_by_url(
     server: dict[str, Any], page: Page
 ) -> None:

@@ -48,6 +48,22 @@ _SCRIPT = """
     if (item === lastItem && now - lastSubmit < 600) { return; }
     lastSubmit = now; lastItem = item; btn.click();
   }
+  // Streamlit sends a text field's value only when the field loses focus, so text being typed
+  // would be lost on a reload. After a pause in typing, leave the field and come straight back
+  // (caret kept): the value is committed and the draft saved on the server while typing.
+  let commitTimer = null;
+  doc.addEventListener("input", function(e) {
+    const el = e.target;
+    if (!typing(el) || el.tagName.toLowerCase() !== "textarea") { return; }
+    clearTimeout(commitTimer);
+    commitTimer = setTimeout(function() {
+      if (doc.activeElement !== el || !el.isConnected) { return; }
+      const start = el.selectionStart, end = el.selectionEnd;
+      el.blur();
+      el.focus();
+      try { el.setSelectionRange(start, end); } catch (err) { /* field replaced meanwhile */ }
+    }, 1000);
+  }, true);
   doc.addEventListener("keydown", function(e) {
     const k = win.__wbKeys;
     const active = doc.activeElement;
