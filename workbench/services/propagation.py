@@ -151,18 +151,27 @@ def propagate_label(
     return report
 
 
-def propagated_training_labels(session: Session, project: Project) -> dict[int, Label]:
-    """Item -> its current propagated label, for items that carry one."""
+def propagated_training_labels(session: Session, project: Project) -> dict[int, tuple[Label, int]]:
+    """Item -> (its current propagated label, the item that label was copied from)."""
     superseded = select(Label.supersedes_id).where(Label.supersedes_id.is_not(None))
-    return {
-        lab.item_id: lab
-        for lab in session.scalars(
-            select(Label).where(
-                Label.project_id == project.id,
-                Label.source == LabelSource.propagated,
-                Label.id.not_in(superseded),
-            )
+    copies = session.scalars(
+        select(Label).where(
+            Label.project_id == project.id,
+            Label.source == LabelSource.propagated,
+            Label.id.not_in(superseded),
         )
+    ).all()
+    # The key names the source label (propagation_key); one query finds their items.
+    source_ids = {lab.id: int(lab.idempotency_key.split(":")[1]) for lab in copies}
+    source_items = dict(
+        session.execute(
+            select(Label.id, Label.item_id).where(Label.id.in_(set(source_ids.values())))
+        ).all()
+    )
+    return {
+        lab.item_id: (lab, source_items[source_ids[lab.id]])
+        for lab in copies
+        if source_ids[lab.id] in source_items
     }
 
 

@@ -163,11 +163,10 @@ def training_set(session: Session, project: Project) -> TrainingSet:
 
     human_items = {lab.item_id for lab in labels}
     propagated: set[int] = set()
-    for item_id, lab in propagated_training_labels(session, project).items():
+    for item_id, (lab, source_item) in propagated_training_labels(session, project).items():
         cls = label_class(lab)
         if cls is None or item_id in per_item or item_id in human_items or item_id in overrides:
             continue
-        source_item = _propagated_from(lab)
         per_item[item_id] = (cls, per_item.get(source_item, (cls, 1.0))[1])
         propagated.add(item_id)
     if not per_item:
@@ -189,20 +188,6 @@ def training_set(session: Session, project: Project) -> TrainingSet:
         for i in ids
     ]
     return TrainingSet(ids, classes, y, conf, random_sampled_items(session, project), sources)
-
-
-def _propagated_from(label: Label) -> int | None:
-    """The item a propagated label was copied from: `propagated:<label id>:<item id>` names the
-    source label, looked up by id."""
-    from sqlalchemy.orm import object_session
-
-    try:
-        source_label_id = int(label.idempotency_key.split(":")[1])
-    except (IndexError, ValueError):
-        return None
-    session = object_session(label)
-    source = session.get(Label, source_label_id) if session is not None else None
-    return source.item_id if source is not None else None
 
 
 def _half(item_id: int) -> int:

@@ -124,6 +124,12 @@ class EntropyStrategy(_UncertaintyStrategy):
         return f"entropy {score:.2f} nats (top classes {pair[0]}, {pair[1]})"
 
 
+def _positive_column(ctx: SelectionContext) -> int | None:
+    """The positive (rare) class's column in the probabilities, None until it has been seen."""
+    names = ctx.class_names()
+    return names.index(str(ctx.positive)) if str(ctx.positive) in names else None
+
+
 @register
 class PositiveScoreStrategy(Strategy):
     """The items most likely to be the positive (rare) class: exploitation, for searching."""
@@ -131,11 +137,10 @@ class PositiveScoreStrategy(Strategy):
     name = "top_positive"
 
     def select(self, ctx: SelectionContext, n: int) -> Selection:
-        names = ctx.class_names()
-        if str(ctx.positive) not in names:
-            # Positive class not seen yet: nothing to exploit, so fall back to margin.
+        col = _positive_column(ctx)
+        if col is None:
+            # Positive class not seen yet: nothing to search for, so fall back to margin.
             return MarginStrategy().select(ctx, n)
-        col = names.index(str(ctx.positive))
         proba = ctx.proba()
         cand = ctx.candidates()
         order = cand[np.argsort(-proba[cand, col], kind="stable")]
@@ -166,20 +171,23 @@ class PositiveMarginStrategy(Strategy):
     name = "positive_margin"
 
     def select(self, ctx: SelectionContext, n: int) -> Selection:
-        names = ctx.class_names()
-        if str(ctx.positive) not in names:
+        col = _positive_column(ctx)
+        if col is None:
+            # Positive class not seen yet: nothing to search for, so fall back to margin.
             return MarginStrategy().select(ctx, n)
-        col = names.index(str(ctx.positive))
+        names = ctx.class_names()
         proba = ctx.proba()
         cand = ctx.candidates()
         order = cand[np.argsort(positive_margin_scores(proba[cand], col), kind="stable")]
         picked = take_ranked(ctx, order, n)
         scores = positive_margin_scores(proba[picked], col)
         rivals = np.delete(np.arange(proba.shape[1]), col)
-        rival_names = [
-            names[rivals[i]] if len(rivals) else "-"
-            for i in (np.delete(proba[picked], col, axis=1).argmax(axis=1) if len(rivals) else [])
-        ] or ["-"] * len(picked)
+        others = np.delete(proba[picked], col, axis=1)
+        rival_names = (
+            [names[rivals[i]] for i in others.argmax(axis=1)]
+            if others.shape[1]
+            else ["-"] * len(picked)
+        )
         return Selection(
             picked,
             scores,
