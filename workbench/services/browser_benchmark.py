@@ -449,19 +449,70 @@ def _tail(path: Path, n: int = 1500) -> str:
 # The browser: a probe in the page that timestamps key presses and DOM changes
 
 
+# Installed before the app loads (Playwright init script): notes when Streamlit's server starts
+# and finishes each script run, from its own websocket messages (ForwardMsg: field 4 new_session
+# at every run start, field 6 script_finished). The stale markers alone do not say it: a rerun
+# that is fast enough is rendered in one go and never marks an element stale.
+_WS_HOOK = """
+(() => {
+  if (window.__wbRuns) { return; }
+  const runs = {started: 0, finished: 0, tStarted: null, tFinished: null, onMessage: null};
+  window.__wbRuns = runs;
+  // The top-level fields of one protobuf message: number -> varint value (or true).
+  function topFields(buffer) {
+    const b = new Uint8Array(buffer);
+    const out = {};
+    let i = 0;
+    const varint = () => {
+      let value = 0, scale = 1, byte = 0x80;
+      while ((byte & 0x80) && i < b.length) {
+        byte = b[i++]; value += (byte & 0x7f) * scale; scale *= 128;
+      }
+      return value;
+    };
+    while (i < b.length) {
+      const tag = varint(), field = Math.floor(tag / 8), wire = tag % 8;
+      if (wire === 0) { out[field] = varint(); }
+      else if (wire === 2) { const n = varint(); out[field] = true; i += n; }
+      else if (wire === 1) { i += 8; } else if (wire === 5) { i += 4; } else { break; }
+    }
+    return out;
+  }
+  const Native = window.WebSocket;
+  class Watched extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (e) => {
+        if (!(e.data instanceof ArrayBuffer)) { return; }
+        const now = performance.now();
+        const f = topFields(e.data);
+        if (f[4] !== undefined) { runs.started += 1; runs.tStarted = now; }
+        // 2 is FINISHED_EARLY_FOR_RERUN: another run follows at once.
+        if (f[6] !== undefined && f[6] !== 2) { runs.finished += 1; runs.tFinished = now; }
+        if (runs.onMessage) { runs.onMessage(); }
+      });
+    }
+  }
+  window.WebSocket = Watched;
+})();
+"""
+
 # Installed once in the page (Streamlit reruns never reload it). Times are performance.now() of
 # the page, so neither Playwright's round trips nor Python's scheduling are part of them.
 # - t0: the keydown of the armed key (window, capture phase: before the page's own handler);
-# - tStart: the first element marked stale, i.e. the server began the rerun;
+# - tStart: the server began the rerun (its new_session message, or the first element marked
+#   stale if that came first);
 # - tVisible: the item element shows a text other than the armed one (the next item);
-# - tEnd: no element is stale any more after the rerun began, i.e. the rerun's output is all in;
+# - tEnd: the rerun finished (script_finished) and its output is rendered (no element stale,
+#   checked after the next frame);
 #   tReady: after tEnd, a new item shown and its form's decision radio rendered (widgets render
 #   lazily), i.e. the page is ready for the next keystroke.
 _PROBE = """
 (prefix) => {
   if (window.__wbLatency) { return; }
   const doc = document;
-  const rl = {stale: false, runsFinished: 0, runsAtArm: 0, key: null, from: null, lastEnter: -1e9,
+  const runs = window.__wbRuns;
+  const rl = {stale: false, runsAtArm: 0, startsAtArm: 0, key: null, from: null, lastEnter: -1e9,
               t0: null, tStart: null, tVisible: null, tReady: null, tEnd: null, shown: null};
   rl.itemText = () => {
     const main = doc.querySelector('[data-testid="stMain"]') || doc.body;
@@ -482,29 +533,37 @@ _PROBE = """
   rl.formReady = () => decisionInput("(n)") !== null && window.__wbShortcutsInstalled === true;
   rl.idle = () => doc.querySelectorAll('[data-stale="true"]').length === 0;
   rl.arm = (key) => {
-    rl.key = key; rl.from = rl.itemText(); rl.runsAtArm = rl.runsFinished;
+    rl.key = key; rl.from = rl.itemText(); rl.runsAtArm = runs.finished;
+    rl.startsAtArm = runs.started;
     rl.t0 = rl.tStart = rl.tVisible = rl.tReady = rl.tEnd = rl.shown = null;
   };
   function check() {
     const now = performance.now();
     const stale = !rl.idle();
-    if (stale && !rl.stale && rl.t0 !== null && rl.tStart === null) { rl.tStart = now; }
-    if (!stale && rl.stale) { rl.runsFinished += 1; }
     rl.stale = stale;
     if (rl.t0 === null) { return; }
+    if (rl.tStart === null && stale) { rl.tStart = now; }
     if (rl.tVisible === null) {
       const text = rl.itemText();
       if (text !== null && text !== rl.from) { rl.tVisible = now; rl.shown = text; }
     }
-    if (rl.tEnd === null && !stale && rl.runsFinished > rl.runsAtArm) { rl.tEnd = now; }
+    if (rl.tEnd === null && !stale && runs.finished > rl.runsAtArm) { rl.tEnd = now; }
     if (rl.tReady === null && rl.tEnd !== null && rl.tVisible !== null && rl.formReady()) {
       rl.tReady = now;
     }
   }
+  rl.check = check;
   new MutationObserver(check).observe(doc.body, {
     subtree: true, childList: true, characterData: true, attributes: true,
     attributeFilter: ["data-stale"],
   });
+  // A run's messages are rendered in a later task: look again after the next frame.
+  runs.onMessage = () => {
+    if (rl.t0 !== null && rl.tStart === null && runs.started > rl.startsAtArm) {
+      rl.tStart = runs.tStarted;
+    }
+    requestAnimationFrame(() => setTimeout(check, 0));
+  };
   window.addEventListener("keydown", (e) => {
     if (e.key === "Enter") { rl.lastEnter = performance.now(); }
     if (rl.key !== null && e.key === rl.key && rl.t0 === null) { rl.t0 = performance.now(); }
@@ -612,7 +671,9 @@ def _press_and_time(
     except PlaywrightTimeout:
         state = page.evaluate(
             "() => { const r = window.__wbLatency; return {t0: r.t0, tStart: r.tStart,"
-            " tEnd: r.tEnd, runs: r.runsFinished, now: performance.now(),"
+            " tEnd: r.tEnd, runsStarted: window.__wbRuns.started,"
+            " runsFinished: window.__wbRuns.finished, runsAtArm: r.runsAtArm,"
+            " now: performance.now(),"
             " notViolatingChecked: r.decisionChecked('(n)'), formReady: r.formReady()}; }"
         )
         raise WorkbenchError(
@@ -706,6 +767,7 @@ def run_browser_reviewer(
             page.on("console", lambda m: events.append(f"console {m.type}: {m.text[:200]}"))
             page.on("pageerror", lambda e: events.append(f"page error: {e}"))
             page.on("websocket", lambda ws: ws.on("close", lambda _: events.append("ws closed")))
+            page.add_init_script(_WS_HOOK)
             page.goto(base_url)
             # The first page run of a fresh server imports the whole app: slow on a busy machine.
             page.get_by_role("textbox", name="User name").wait_for(timeout=SERVER_START_S * 1000)
