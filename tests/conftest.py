@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -154,3 +155,14 @@ def shared_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         yield
     finally:
         os.environ.pop("WORKBENCH_MODEL_CACHE", None)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, for Playwright (which cannot download a browser here)."""
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("WORKBENCH_REQUIRE_BROWSER") == "1":
+            raise RuntimeError("WORKBENCH_REQUIRE_BROWSER=1 but no `chromium` on PATH")
+        pytest.skip("no `chromium` on PATH: browser tests need Debian's chromium")
+    return path

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -22,17 +21,7 @@ from workbench.db.engine import make_engine
 from workbench.db.migrate import upgrade
 from workbench.db.models import Label, Project, User
 
-CHROMIUM = shutil.which("chromium")
 LABELS, WARMUP, BACKGROUND = 3, 1, 2
-
-
-@pytest.fixture
-def chromium() -> str:
-    if CHROMIUM is None:
-        if os.environ.get("WORKBENCH_REQUIRE_BROWSER") == "1":
-            raise RuntimeError("WORKBENCH_REQUIRE_BROWSER=1 but no `chromium` on PATH")
-        pytest.skip("no `chromium` on PATH: the browser benchmark needs Debian's chromium")
-    return CHROMIUM
 
 
 def _bench(url: str, home: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:

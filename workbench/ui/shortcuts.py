@@ -64,9 +64,47 @@ _SCRIPT = """
       try { el.setSelectionRange(start, end); } catch (err) { /* field replaced meanwhile */ }
     }, 1000);
   }, true);
+  // "r" can come before the rationale field is on the page (Streamlit renders widgets lazily,
+  // and a rerun may be under way). Then what is typed next is meant for the field, not for the
+  // shortcuts ("n" in a word must not choose "not violating"): hold it until the field appears,
+  // then focus the field and type it there. Escape, or no field within 3 s, drops the request.
+  let pending = null;
+  function settlePending() {
+    if (pending === null) { return; }
+    const ta = doc.querySelector("textarea");
+    if (ta && !ta.disabled) {
+      const text = pending.text, replaceAll = pending.replace;
+      pending = null;
+      ta.focus();
+      const end = ta.value.length;
+      // Select-all pressed meanwhile: what follows replaces the field's text, as it would have.
+      try { ta.setSelectionRange(replaceAll ? 0 : end, end); } catch (err) { /* no text */ }
+      // insertText fires the input event React listens to, as typing would.
+      if (text) { doc.execCommand("insertText", false, text); }
+      else if (replaceAll && end > 0) { doc.execCommand("delete"); }
+      return;
+    }
+    if (Date.now() - pending.since > 3000) { pending = null; return; }
+    win.requestAnimationFrame(settlePending);
+  }
+  function focusRationale() {
+    if (pending === null) { pending = {since: Date.now(), text: "", replace: false}; }
+    settlePending();
+  }
   doc.addEventListener("keydown", function(e) {
     const k = win.__wbKeys;
     const active = doc.activeElement;
+    if (pending !== null) {
+      e.preventDefault();
+      e.stopPropagation();
+      if (e.key === "Escape") { pending = null; return; }
+      const mod = e.ctrlKey || e.metaKey;
+      if (mod && e.key.toLowerCase() === "a") { pending.replace = true; pending.text = ""; }
+      else if (e.key === "Backspace") { pending.text = pending.text.slice(0, -1); }
+      else if (e.key === "Enter" && !mod) { pending.text += "\\n"; }
+      else if (e.key.length === 1 && !mod && !e.altKey) { pending.text += e.key; }
+      return;
+    }
     if ((e.ctrlKey || e.metaKey) && e.key === "Enter") {
       e.preventDefault();
       // Leave the text field first so its value is committed, then submit.
@@ -82,11 +120,7 @@ _SCRIPT = """
     const target = k.map[e.key];
     if (!target) { return; }
     e.preventDefault();
-    if (target === "@rationale") {
-      const ta = doc.querySelector("textarea");
-      if (ta) { ta.focus(); }
-      return;
-    }
+    if (target === "@rationale") { focusRationale(); return; }
     let el = null;
     for (const input of doc.querySelectorAll("input[aria-label]")) {
       if (input.getAttribute("aria-label").trim().endsWith(target)) { el = input; break; }
@@ -99,14 +133,20 @@ _SCRIPT = """
 """
 
 
+def script_html(key_map: dict[str, str], submit_label_suffix: str) -> str:
+    """The script element; it acts on its parent window's document (the page around the iframe
+    Streamlit puts it in, or its own page when loaded at the top level)."""
+    payload = json.dumps({"map": key_map, "submit": submit_label_suffix})
+    # The script is ours, never user content: only key names and fixed label suffixes go in.
+    return _SCRIPT % {"keys": payload}
+
+
 def install(key_map: dict[str, str], submit_label_suffix: str) -> None:
     """`key_map` maps a key to the text a label or button ends with, e.g. "v" -> "(v)".
 
     The script must stay the same from item to item: a changed script makes a new iframe, and
     the key listener defined in the old one dies with it."""
-    payload = json.dumps({"map": key_map, "submit": submit_label_suffix})
-    # The script is ours, never user content: only key names and fixed label suffixes go in.
-    html = _SCRIPT % {"keys": payload}
+    html = script_html(key_map, submit_label_suffix)
     if hasattr(st, "iframe"):
         st.iframe(html, height=1)
     else:  # Streamlit before st.iframe

@@ -1,0 +1,121 @@
+"""The review page's keyboard script on its own, in Chromium: a page built here stands in for
+Streamlit's, so the timing that is a race on the real page (the rationale field not rendered yet
+when "r" is pressed) can be set up exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from workbench.ui.shortcuts import script_html
+
+pytestmark = pytest.mark.browser
+
+KEYS = {"v": "(v)", "n": "(n)", "e": "(e)", "r": "@rationale"}
+
+# Radios named as the review page names them; clicks are counted so that a letter meant for the
+# rationale that fired a shortcut shows up.
+PAGE = """
+<label><input type="radio" name="d" aria-label="Violating (v)">Violating (v)</label>
+<label><input type="radio" name="d" aria-label="Not violating (n)">Not violating (n)</label>
+<label><input type="radio" name="d" aria-label="Unsure, escalate (e)">Unsure, escalate (e)</label>
+<button>Submit (Enter)</button>
+<script>
+  window.clicks = [];
+  document.addEventListener("click", (e) => {
+    window.clicks.push(e.target.getAttribute("aria-label"));
+  });
+  window.addTextarea = (value) => {
+    const ta = document.createElement("textarea");
+    ta.value = value;
+    document.body.appendChild(ta);
+  };
+</script>
+"""
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.set_content(PAGE + script_html(KEYS, "Submit (Enter)"))
+    pg.wait_for_function("window.__wbShortcutsInstalled === true")
+    yield pg
+    context.close()
+
+
+def _state(page: Any) -> dict[str, Any]:
+    return page.evaluate(
+        "() => { const ta = document.querySelector('textarea');"
+        " return {value: ta ? ta.value : null, focused: document.activeElement === ta,"
+        " clicks: window.clicks}; }"
+    )
+
+
+def test_shortcut_keys_click_the_controls(page: Any) -> None:
+    page.keyboard.press("n")
+    page.keyboard.press("v")
+    assert _state(page)["clicks"] == ["Not violating (n)", "Violating (v)"]
+
+
+def test_r_focuses_the_rationale_at_once_when_it_is_there(page: Any) -> None:
+    page.evaluate("window.addTextarea('draft')")
+    page.keyboard.press("r")
+    page.keyboard.type(" and more")
+    assert _state(page) == {"value": "draft and more", "focused": True, "clicks": []}
+
+
+def test_text_typed_before_the_rationale_renders_goes_into_it_not_into_shortcuts(
+    page: Any,
+) -> None:
+    page.keyboard.press("r")
+    page.keyboard.type("in vain")  # "n", "v" and "e"-free here, but "n" and "v" are shortcuts
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Enter")  # a new line in the text, not a submit
+    page.keyboard.type("ok")
+    page.evaluate("window.addTextarea('draft ')")
+    page.wait_for_function("document.activeElement === document.querySelector('textarea')")
+    assert _state(page) == {"value": "draft in vai\nok", "focused": True, "clicks": []}
+    page.keyboard.type("!")  # typing goes on in the field
+    assert _state(page)["value"] == "draft in vai\nok!"
+
+
+def test_select_all_before_the_rationale_renders_replaces_its_text(page: Any) -> None:
+    page.keyboard.press("r")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("new")
+    page.evaluate("window.addTextarea('old draft')")
+    page.wait_for_function("document.activeElement === document.querySelector('textarea')")
+    assert _state(page)["value"] == "new"
+
+
+def test_escape_drops_a_waiting_rationale_request(page: Any) -> None:
+    page.keyboard.press("r")
+    page.keyboard.type("x")
+    page.keyboard.press("Escape")
+    page.keyboard.press("n")  # a shortcut again
+    page.evaluate("window.addTextarea('draft')")
+    page.wait_for_timeout(200)
+    assert _state(page) == {"value": "draft", "focused": False, "clicks": ["Not violating (n)"]}
+
+
+def test_a_rationale_request_lapses_when_no_field_appears(page: Any) -> None:
+    page.keyboard.press("r")
+    page.wait_for_timeout(3300)
+    page.keyboard.press("n")
+    assert _state(page)["clicks"] == ["Not violating (n)"]
