@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
-from workbench.db.models import Role
+from workbench.db.models import AuditEvent, Role
 from workbench.db.types import utcnow
 from workbench.services.audit import Actor
 from workbench.services.auth import (
@@ -19,9 +20,8 @@ from workbench.services.auth import (
     logout,
     required_wait,
     resolve_session,
-    revoke_user_sessions,
 )
-from workbench.services.users import add_user, set_disabled
+from workbench.services.users import add_user, revoke_user_sessions, set_disabled, set_password
 
 PW = "correct horse battery"
 
@@ -81,8 +81,34 @@ def test_disabling_a_user_ends_their_sessions_at_once(db) -> None:
         with pytest.raises(AuthenticationError):
             login(s, auth, {"user_name": "alice", "password": PW})
         set_disabled(s, user, False, Actor.system())
-        assert revoke_user_sessions(s, user) == 1
+        assert revoke_user_sessions(s, user) == 0  # disabling ended it already
         assert resolve_session(s, token) is None
+
+
+def test_a_password_reset_ends_the_users_other_sessions(db) -> None:
+    auth = LocalPasswordAuthenticator()
+    with db.sessions.begin() as s:
+        user = _user(s)
+        old_token, _ = login(s, auth, {"user_name": "alice", "password": PW})
+        own_token, _ = login(s, auth, {"user_name": "alice", "password": PW})
+        own = resolve_session(s, own_token)
+        assert own is not None
+        # A user changing their own password keeps the session they do it from.
+        ended = set_password(
+            s, user, "another long password", own.actor, keep_session_id=own.session_id
+        )
+        assert ended == 1
+        assert resolve_session(s, old_token) is None
+        assert resolve_session(s, own_token) is not None
+        # An admin's reset ends them all, and says so in the audit log.
+        assert set_password(s, user, "a third long password", Actor.system()) == 1
+        assert resolve_session(s, own_token) is None
+        event = s.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.action == "user.password_set")
+            .order_by(AuditEvent.id.desc())
+        ).first()
+        assert event is not None and event.details == {"sessions_ended": 1}
 
 
 def test_repeated_failures_are_throttled_then_locked_even_with_the_right_password(db) -> None:

@@ -116,3 +116,22 @@ def test_imported_unknown_reviewers_become_users_who_cannot_log_in(
         assert known is not None and known.role == Role.lead  # existing users are left alone
         added = s.scalars(select(AuditEvent).where(AuditEvent.action == "user.added")).all()
         assert [(e.entity_id, e.details["can_log_in"]) for e in added] == [("newcomer", False)]
+
+
+def test_password_reset_and_disable_from_the_cli_end_the_users_sessions(
+    cli: Any, db: Database
+) -> None:
+    from workbench.services.auth import LocalPasswordAuthenticator, login, resolve_session
+
+    assert cli("user", "add", "gil", input="first long password\n").exit_code == 0
+    auth = LocalPasswordAuthenticator()
+    with db.sessions.begin() as s:
+        token, _ = login(s, auth, {"user_name": "gil", "password": "first long password"})
+    reset = cli.json("user", "passwd", "gil", input="second long password\n")
+    assert reset == {"name": "gil", "sessions_ended": 1}
+    with db.sessions.begin() as s:
+        assert resolve_session(s, token) is None
+        token, _ = login(s, auth, {"user_name": "gil", "password": "second long password"})
+    assert cli.json("user", "disable", "gil")["sessions_ended"] == 1
+    with db.sessions.begin() as s:
+        assert resolve_session(s, token) is None

@@ -70,10 +70,13 @@ def list_(json_mode: JsonFlag = False) -> None:
 
 @app.command()
 def disable(name: str, json_mode: JsonFlag = False) -> None:
-    """Stop a user from logging in (their labels stay)."""
+    """Stop a user from logging in and end their sessions at once (their labels stay)."""
     with database(json_mode) as db, db.sessions.begin() as s:
-        users.set_disabled(s, users.get_user(s, name), True, Actor.system())
-        emit({"name": name, "disabled": True}, json_mode, f"disabled {name}")
+        ended = users.set_disabled(s, users.get_user(s, name), True, Actor.system())
+        emit(
+            {"name": name, "disabled": True, "sessions_ended": ended}, json_mode,
+            f"disabled {name}; {ended} session(s) ended",
+        )  # fmt: skip
 
 
 @app.command()
@@ -86,18 +89,21 @@ def enable(name: str, json_mode: JsonFlag = False) -> None:
 
 @app.command()
 def passwd(name: str, json_mode: JsonFlag = False) -> None:
-    """Set a password from stdin, or generate one and print it once."""
+    """Set a password from stdin, or generate one and print it once. Ends the user's sessions."""
     with database(json_mode) as db, db.sessions.begin() as s:
         password = _password_from_stdin()
         generated = password is None
         if generated:
             password = users.generate_password()
         assert password is not None
-        users.set_password(s, users.get_user(s, name), password, Actor.system())
-        result: dict[str, object] = {"name": name}
+        ended = users.set_password(s, users.get_user(s, name), password, Actor.system())
+        result: dict[str, object] = {"name": name, "sessions_ended": ended}
         if generated:
             result["password"] = password
-        emit(result, json_mode, password if generated else f"password set for {name}")
+        emit(
+            result, json_mode,
+            password if generated else f"password set for {name}; {ended} session(s) ended",
+        )  # fmt: skip
 
 
 @app.command()

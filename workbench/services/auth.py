@@ -258,17 +258,6 @@ def logout(session: Session, token: str, *, now: datetime | None = None) -> bool
     return True
 
 
-def revoke_user_sessions(session: Session, user: User, *, now: datetime | None = None) -> int:
-    """End every session of a user (after a password reset or when the account is disabled)."""
-    now = now or utcnow()
-    return session.execute(
-        update(UserSession)
-        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-
-
 def count_reviewed_in_session(session: Session, session_id: int) -> int:
     """Add one to the session's exposure counter; returns the new count."""
     session.execute(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from workbench.db.models import Role, User
+from workbench.db.models import Role, User, UserSession
+from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
 
@@ -112,25 +114,64 @@ def get_or_create_reviewer(session: Session, name: str, actor: Actor) -> User:
     return user
 
 
-def set_password(session: Session, user: User, password: str, actor: Actor) -> None:
+def revoke_user_sessions(
+    session: Session,
+    user: User,
+    *,
+    now: datetime | None = None,
+    keep_session_id: int | None = None,
+) -> int:
+    """End every session of a user but `keep_session_id`; how many were ended."""
+    now = now or utcnow()
+    stmt = update(UserSession).where(
+        UserSession.user_id == user.id, UserSession.revoked_at.is_(None)
+    )
+    if keep_session_id is not None:
+        stmt = stmt.where(UserSession.id != keep_session_id)
+    result = session.execute(
+        stmt.values(revoked_at=now).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
+
+
+def set_password(
+    session: Session,
+    user: User,
+    password: str,
+    actor: Actor,
+    *,
+    keep_session_id: int | None = None,
+) -> int:
+    """Set a new password and end the user's sessions (a reset is how a leaked password or a
+    stolen session is dealt with), except `keep_session_id`: the session a user changes their
+    own password from. Returns how many sessions were ended."""
     if actor.user_id != user.id:
         require_role(actor, Role.admin, action="reset another user's password")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise WorkbenchError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
     user.password_hash = hash_password(password)
-    record_event(session, actor, "user.password_set", entity_type="user", entity_id=user.name)
+    ended = revoke_user_sessions(session, user, keep_session_id=keep_session_id)
+    record_event(
+        session, actor, "user.password_set", entity_type="user", entity_id=user.name,
+        details={"sessions_ended": ended},
+    )  # fmt: skip
+    return ended
 
 
-def set_disabled(session: Session, user: User, disabled: bool, actor: Actor) -> None:
+def set_disabled(session: Session, user: User, disabled: bool, actor: Actor) -> int:
+    """Disable (ending every session at once) or enable an account; how many sessions ended."""
     require_role(actor, Role.admin, action="disable users")
     user.disabled = disabled
+    ended = revoke_user_sessions(session, user) if disabled else 0
     record_event(
         session,
         actor,
         "user.disabled" if disabled else "user.enabled",
         entity_type="user",
         entity_id=user.name,
+        details={"sessions_ended": ended} if disabled else None,
     )
+    return ended
 
 
 def set_role(session: Session, user: User, role: Role, actor: Actor) -> None:

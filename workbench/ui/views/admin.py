@@ -10,7 +10,7 @@ import streamlit as st
 from workbench.db.models import Role
 from workbench.errors import WorkbenchError
 from workbench.services import review
-from workbench.services.auth import SessionUser, list_accounts, revoke_user_sessions
+from workbench.services.auth import SessionUser, list_accounts
 from workbench.services.users import add_user, get_user, set_disabled, set_password, set_role
 from workbench.ui.state import load_project, show_error, tx
 
@@ -55,11 +55,8 @@ def _users(me: SessionUser) -> None:
                         set_role(s, user, Role(new_role), me.actor)
                     if new_password:
                         set_password(s, user, new_password, me.actor)
-                        revoke_user_sessions(s, user)
                     if disable != "(unchanged)":
                         set_disabled(s, user, disable == "disable", me.actor)
-                        if disable == "disable":
-                            revoke_user_sessions(s, user)
                 st.success(f"Updated {who}.")
             except WorkbenchError as exc:
                 show_error(exc)
