@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 # The benchmarks quoted in the README, on the configured database (WORKBENCH_DATABASE_URL; the
-# queue targets are for Postgres). Results go to benchmarks/. Takes about half an hour.
+# queue and review-latency targets are for Postgres). Results go to benchmarks/. Takes about half an hour.
 bench: $(STAMP)
 	$(BIN)/workbench bench embed-text
 	$(BIN)/workbench bench embed-media
@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/workbench bench agreement-scale
 	$(BIN)/workbench bench queue --project bench-queue --workers 32 --items 30000 --kill-fraction 0.1
 	$(BIN)/workbench bench queue-latency --sizes 10000,100000,1000000
+	$(BIN)/workbench bench review-latency --items 2000 --labels 50 --allow-sqlite
 
 fixtures: $(STAMP)
 	$(BIN)/python scripts/make_fixtures.py
