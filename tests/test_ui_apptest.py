@@ -107,3 +107,26 @@ def test_draft_survives_a_new_browser_session(app_db: Database) -> None:
     assert next(r for r in again.radio if r.label == "Decision").value == "violating"
     assert again.text_area[0].value == "the slur in the second sentence"
     assert XSS in [t.value for t in again.text]
+
+
+def test_the_login_and_review_pages_leave_the_statistics_libraries_unloaded() -> None:
+    """The lead's views (statsmodels, scikit-learn, cleanlab, FAISS) load with their pages, so
+    a fresh server shows its login page sooner and a reviewers-only server stays small."""
+    import subprocess
+    import sys
+
+    heavy = ["statsmodels", "sklearn", "cleanlab", "faiss", "torch", "transformers", "scipy"]
+    code = (
+        "import sys, workbench.ui.app, workbench.ui.views.review; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]"
+    # The lead's page does load them: the check above can see them.
+    code = code.replace("workbench.ui.views.review", "workbench.ui.views.lead")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "statsmodels" in out.stdout

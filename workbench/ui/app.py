@@ -6,16 +6,38 @@ it, not even by URL; and every action is checked by role again in the services.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
 from workbench.db.models import Role
 from workbench.services.auth import logout
 from workbench.ui.state import TOKEN, choose_project, current_user, tx
-from workbench.ui.views import adjudication, admin, engineer, gold, lead, login, review, settings
+from workbench.ui.views import login
 
-PAGE_PATHS = ("review", "lead", "adjudication", "gold", "engineer", "admin", "settings")
+# (role, title, view module and URL path) in the order the sidebar lists them.
+PAGES: tuple[tuple[Role, str, str], ...] = (
+    (Role.reviewer, "Review", "review"),
+    (Role.lead, "Lead", "lead"),
+    (Role.lead, "Adjudication", "adjudication"),
+    (Role.lead, "Gold", "gold"),
+    (Role.engineer, "Engineer", "engineer"),
+    (Role.admin, "Admin", "admin"),
+)
+
+
+def _view(name: str, *args: Any) -> Callable[[], None]:
+    """A page that imports its view module when first shown: the lead's statistics libraries
+    (statsmodels, scikit-learn, cleanlab) stay out of a server where only reviewers log in, and
+    the login page of a fresh server comes up sooner."""
+
+    def run() -> None:
+        importlib.import_module(f"workbench.ui.views.{name}").render(*args)
+
+    run.__name__ = name  # Streamlit names a page after its function when asked
+    return run
 
 
 def _logout() -> None:
@@ -48,35 +70,13 @@ def main() -> None:
 
     roles = me.actor.roles
     pages: list[st.Page] = []
-    if Role.reviewer in roles:
-        pages.append(
-            st.Page(needs_project(lambda: review.render(me, project or "")), title="Review",
-                    url_path="review")
-        )  # fmt: skip
-    if Role.lead in roles:
-        pages.append(
-            st.Page(needs_project(lambda: lead.render(me, project or "")), title="Lead",
-                    url_path="lead")
-        )  # fmt: skip
-        pages.append(
-            st.Page(needs_project(lambda: adjudication.render(me, project or "")),
-                    title="Adjudication", url_path="adjudication")
-        )  # fmt: skip
-        pages.append(
-            st.Page(needs_project(lambda: gold.render(me, project or "")), title="Gold",
-                    url_path="gold")
-        )  # fmt: skip
-    if Role.engineer in roles:
-        pages.append(
-            st.Page(needs_project(lambda: engineer.render(me, project or "")), title="Engineer",
-                    url_path="engineer")
-        )  # fmt: skip
-    if Role.admin in roles:
-        pages.append(
-            st.Page(needs_project(lambda: admin.render(me, project or "")), title="Admin",
-                    url_path="admin")
-        )  # fmt: skip
-    pages.append(st.Page(lambda: settings.render(me), title="My settings", url_path="settings"))
+    for role, title, view in PAGES:
+        if role in roles:
+            pages.append(
+                st.Page(needs_project(_view(view, me, project or "")), title=title,
+                        url_path=view)
+            )  # fmt: skip
+    pages.append(st.Page(_view("settings", me), title="My settings", url_path="settings"))
     st.navigation(pages).run()
 
 
