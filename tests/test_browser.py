@@ -276,6 +276,31 @@ def test_text_typed_is_kept_across_a_reload_without_leaving_the_field(
     expect(page.locator("textarea")).to_have_value("still typing this and more")
 
 
+def test_text_typed_just_before_a_reload_comes_back(server: dict[str, Any], page: Page) -> None:
+    """No pause, no leaving the field: the text never reached the server before the reload. The
+    browser kept it and puts it back, and then the server gets it."""
+    _login(page, server["url"], "alice")
+    _ready(page, "i10")
+    page.keyboard.press("v")
+    expect(page.get_by_label("Violating (v)")).to_be_checked()
+    page.keyboard.press("r")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("typed right before the reload")
+    page.reload()
+    _login(page, server["url"], "alice")
+    _ready(page, "i10")
+    expect(page.locator("textarea")).to_have_value("typed right before the reload")
+    # Committed after the pause, the text is on the server: a browser without the kept copy
+    # gets it from the draft.
+    page.wait_for_timeout(2500)
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => localStorage.getItem('wbUnsentText') === null")
+    page.reload()
+    _login(page, server["url"], "alice")
+    _ready(page, "i10")
+    expect(page.locator("textarea")).to_have_value("typed right before the reload")
+
+
 def test_reviewer_cannot_reach_the_engineer_page_even_by_url(
     server: dict[str, Any], page: Page
 ) -> None:

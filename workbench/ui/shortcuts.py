@@ -55,6 +55,7 @@ _SCRIPT = """
   doc.addEventListener("input", function(e) {
     const el = e.target;
     if (!typing(el) || el.tagName.toLowerCase() !== "textarea") { return; }
+    keepUnsent(el);
     clearTimeout(commitTimer);
     commitTimer = setTimeout(function() {
       if (doc.activeElement !== el || !el.isConnected) { return; }
@@ -64,6 +65,57 @@ _SCRIPT = """
       try { el.setSelectionRange(start, end); } catch (err) { /* field replaced meanwhile */ }
     }, 1000);
   }, true);
+  // Text typed in the last second before a reload has not reached the server yet. It is kept in
+  // this browser (localStorage, per field: the field's key names the item and the lease) until
+  // the field shows it after a rerun, i.e. the server has it, and for 10 minutes at most. After a
+  // reload the field gets it back and the pause-commit above sends it.
+  const UNSENT = "wbUnsentText", UNSENT_MS = 10 * 60 * 1000;
+  function fieldKey(el) {
+    // Only the review form's rationale: its key is unique to the item and the lease.
+    const holder = el.closest('[class*="st-key-rationale"]');
+    if (!holder) { return null; }
+    return Array.from(holder.classList).find((c) => c.startsWith("st-key-rationale")) || null;
+  }
+  function readUnsent() {
+    try { return JSON.parse(win.localStorage.getItem(UNSENT) || "{}"); } catch (err) { return {}; }
+  }
+  function writeUnsent(all) {
+    const now = Date.now();
+    for (const k of Object.keys(all)) { if (now - all[k].at > UNSENT_MS) { delete all[k]; } }
+    try {
+      if (Object.keys(all).length) { win.localStorage.setItem(UNSENT, JSON.stringify(all)); }
+      else { win.localStorage.removeItem(UNSENT); }
+    } catch (err) { /* storage full or blocked: the pause-commit still saves the draft */ }
+  }
+  function keepUnsent(el) {
+    const key = fieldKey(el);
+    if (!key) { return; }
+    const all = readUnsent();
+    all[key] = {text: el.value, at: Date.now()};
+    writeUnsent(all);
+  }
+  const restored = new Set();
+  function settleUnsent() {
+    const all = readUnsent();
+    if (!Object.keys(all).length) { return; }
+    let changed = false;
+    for (const ta of doc.querySelectorAll("textarea")) {
+      const key = fieldKey(ta), entry = key && all[key];
+      if (!entry) { continue; }
+      if (ta.value === entry.text) {
+        // Shown by a rerun: the server has it. (A field being typed in shows its own text.)
+        if (doc.activeElement !== ta) { delete all[key]; changed = true; }
+        continue;
+      }
+      if (restored.has(key) || doc.activeElement === ta || ta.disabled) { continue; }
+      restored.add(key);  // once per page load: later differences are the reviewer's own edits
+      ta.focus();
+      ta.setSelectionRange(0, ta.value.length);
+      doc.execCommand("insertText", false, entry.text);
+    }
+    if (changed) { writeUnsent(all); }
+  }
+  win.setInterval(settleUnsent, 500);
   // "r" can come before the rationale field is on the page (Streamlit renders widgets lazily,
   // and a rerun may be under way). Then what is typed next is meant for the field, not for the
   // shortcuts ("n" in a word must not choose "not violating"): hold it until the field appears,
