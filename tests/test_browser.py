@@ -240,18 +240,29 @@ def test_label_ten_items_with_the_keyboard_then_undo(server: dict[str, Any], pag
     assert after[-1].decision.value == "violating"
 
 
-def test_reload_mid_item_loses_nothing(server: dict[str, Any], page: Page) -> None:
-    _login(page, server["url"], "alice")
+def _into_rationale(page: Page, base: str) -> None:
+    """Log in as alice, mark her item violating and go into the rationale, all of it selected
+    (what follows replaces whatever an earlier test left in the draft)."""
+    _login(page, base, "alice")
     _ready(page, "i10")
     page.keyboard.press("v")
     expect(page.get_by_label("Violating (v)")).to_be_checked()
     page.keyboard.press("r")
+    page.keyboard.press("Control+A")
+
+
+def _reload_and_log_in(page: Page, base: str) -> None:
+    page.reload()
+    _login(page, base, "alice")
+    _ready(page, "i10")
+
+
+def test_reload_mid_item_loses_nothing(server: dict[str, Any], page: Page) -> None:
+    _into_rationale(page, server["url"])
     page.keyboard.type("threat in the last line")
     page.keyboard.press("Escape")  # leaving the field commits it, and the draft is saved
     page.wait_for_timeout(1500)
-    page.reload()
-    _login(page, server["url"], "alice")
-    _ready(page, "i10")
+    _reload_and_log_in(page, server["url"])
     expect(page.get_by_label("Violating (v)")).to_be_checked()
     expect(page.locator("textarea")).to_have_value("threat in the last line")
 
@@ -259,45 +270,30 @@ def test_reload_mid_item_loses_nothing(server: dict[str, Any], page: Page) -> No
 def test_text_typed_is_kept_across_a_reload_without_leaving_the_field(
     server: dict[str, Any], page: Page
 ) -> None:
-    _login(page, server["url"], "alice")
-    _ready(page, "i10")
-    page.keyboard.press("v")
-    expect(page.get_by_label("Violating (v)")).to_be_checked()
-    page.keyboard.press("r")
-    page.keyboard.press("Control+A")  # replace whatever an earlier test left in the draft
+    _into_rationale(page, server["url"])
     page.keyboard.type("still typing this")
     page.wait_for_timeout(2500)  # a pause in typing commits the field (no Escape, no blur)
     page.keyboard.type(" and more")  # typing goes on in the same field after the commit
     expect(page.locator("textarea")).to_have_value("still typing this and more")
     page.wait_for_timeout(2500)
-    page.reload()
-    _login(page, server["url"], "alice")
-    _ready(page, "i10")
+    page.evaluate("() => localStorage.clear()")  # from the server's draft, not the browser's copy
+    _reload_and_log_in(page, server["url"])
     expect(page.locator("textarea")).to_have_value("still typing this and more")
 
 
 def test_text_typed_just_before_a_reload_comes_back(server: dict[str, Any], page: Page) -> None:
     """No pause, no leaving the field: the text never reached the server before the reload. The
     browser kept it and puts it back, and then the server gets it."""
-    _login(page, server["url"], "alice")
-    _ready(page, "i10")
-    page.keyboard.press("v")
-    expect(page.get_by_label("Violating (v)")).to_be_checked()
-    page.keyboard.press("r")
-    page.keyboard.press("Control+A")
+    _into_rationale(page, server["url"])
     page.keyboard.type("typed right before the reload")
-    page.reload()
-    _login(page, server["url"], "alice")
-    _ready(page, "i10")
+    _reload_and_log_in(page, server["url"])
     expect(page.locator("textarea")).to_have_value("typed right before the reload")
     # Committed after the pause, the text is on the server: a browser without the kept copy
     # gets it from the draft.
     page.wait_for_timeout(2500)
     page.keyboard.press("Escape")
     page.wait_for_function("() => localStorage.getItem('wbUnsentText') === null")
-    page.reload()
-    _login(page, server["url"], "alice")
-    _ready(page, "i10")
+    _reload_and_log_in(page, server["url"])
     expect(page.locator("textarea")).to_have_value("typed right before the reload")
 
 
