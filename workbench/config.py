@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         return self.resolved_home / "staging"
 
     @property
+    def blurred_dir(self) -> Path:
+        """Blurred and greyscale copies of images, made for the review page."""
+        return self.resolved_home / "blurred"
+
+    @property
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
 

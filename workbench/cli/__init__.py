@@ -14,6 +14,7 @@ from workbench.cli import (
     gold,
     ingest,
     labels,
+    media,
     project,
     quality,
     select,
@@ -40,6 +41,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(project.app, name="project")
 app.add_typer(taxonomy.app, name="taxonomy")
 app.add_typer(user.app, name="user")
+app.add_typer(media.app, name="media")
 app.add_typer(bench.app, name="bench")
 ingest.register(app)
 labels.register(app)

@@ -5,6 +5,11 @@ then publishes the staged files into the store with `os.replace` (atomic on one 
 A crash between those steps leaves staged files behind; `recover_staging` (run at the start of
 every ingest) publishes those that a committed `media_assets` row references and deletes the
 rest, so the store always ends up as it was before the run, or as the run meant to leave it.
+
+Blobs nothing references any more (an `ingest --update` replaced an item's image, say) are
+removed by `collect_garbage`. An ingest holds a shared lock on the store from staging to
+publishing and the collector an exclusive one, so it never removes a blob that a run has just
+found in the store and is about to reference.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from sqlalchemy.orm import Session
 from workbench.config import Settings
 from workbench.db.models import MediaAsset
 from workbench.errors import WorkbenchError
+from workbench.services.audit import Actor, record_event
 
 try:  # POSIX: a live run holds an advisory lock on its staging folder
     import fcntl
 except ImportError:  # pragma: no cover - Windows: recovery cannot tell live runs from dead ones
     fcntl = None  # type: ignore[assignment]
 
+_STORE_LOCK = "media.lock"  # beside the store, in the workbench home
 _RUN_PREFIX = "run-"
 _NEW_PREFIX = ".new-"
 _LOCK_NAME = ".lock"
@@ -57,14 +64,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _try_lock(fh: IO[Any]) -> bool:
+def _try_lock(fh: IO[Any], *, shared: bool = False, wait: bool = False) -> bool:
     if fcntl is None:
         return True
+    flags = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fh.fileno(), flags if wait else flags | fcntl.LOCK_NB)
     except OSError:
         return False
     return True
+
+
+def _store_lock(settings: Settings) -> IO[Any]:
+    settings.resolved_home.mkdir(parents=True, exist_ok=True)
+    return (settings.resolved_home / _STORE_LOCK).open("a")
 
 
 @dataclass
@@ -79,8 +92,12 @@ class StagingRun:
     path: Path = field(init=False)
     staged: dict[str, Path] = field(init=False, default_factory=dict)  # store_path -> file
     _lock: IO[Any] | None = field(init=False, default=None)
+    _store: IO[Any] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        # Shared with other runs, exclusive of the garbage collector (which is brief): waits.
+        self._store = _store_lock(self.settings)
+        _try_lock(self._store, shared=True, wait=True)
         staging = self.settings.staging_dir
         staging.mkdir(parents=True, exist_ok=True)
         run_id = uuid.uuid4().hex
@@ -160,9 +177,10 @@ class StagingRun:
         self._remove_folder()
 
     def close(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # closing the file releases the lock
-            self._lock = None
+        for lock in (self._lock, self._store):
+            if lock is not None:
+                lock.close()  # closing the file releases the lock
+        self._lock = self._store = None
 
     def _remove_folder(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -283,3 +301,81 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class GarbageReport:
+    blobs: int  # blobs in the store
+    unreferenced: int  # of those, referenced by no media_assets row
+    bytes_unreferenced: int
+    removed: int  # 0 on a dry run
+    cached_copies_removed: int  # blurred/greyscale copies of removed or unknown blobs
+    dry_run: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "blobs": self.blobs,
+            "unreferenced": self.unreferenced,
+            "bytes_unreferenced": self.bytes_unreferenced,
+            "removed": self.removed,
+            "cached_copies_removed": self.cached_copies_removed,
+            "dry_run": self.dry_run,
+        }
+
+
+def _store_blobs(media_dir: Path) -> dict[str, Path]:
+    """store_path -> file of every blob at its content address (`ab/cd/<sha256>.<ext>`)."""
+    blobs: dict[str, Path] = {}
+    if not media_dir.is_dir():
+        return blobs
+    for top in sorted(media_dir.iterdir()):
+        if not (top.is_dir() and len(top.name) == 2):
+            continue
+        for sub in sorted(top.iterdir()):
+            if not (sub.is_dir() and len(sub.name) == 2):
+                continue
+            for f in sorted(sub.iterdir()):
+                m = _BLOB_NAME.match(f.name)
+                if m is None or not f.is_file() or f.is_symlink():
+                    continue
+                path = store_path_for(m["sha"], m["ext"])
+                if path == f"{top.name}/{sub.name}/{f.name}":
+                    blobs[path] = f
+    return blobs
+
+
+def collect_garbage(
+    session: Session, settings: Settings, actor: Actor, *, dry_run: bool
+) -> GarbageReport:
+    """Remove the store's blobs that no `media_assets` row references, and the review page's
+    blurred copies of images no blob is kept for. Files that are not blobs at their content
+    address are never touched. Refuses while an ingest is running."""
+    with _store_lock(settings) as lock:
+        if not _try_lock(lock):
+            raise WorkbenchError(
+                "an ingest is writing to the media store; run the garbage collection again "
+                "when it has finished"
+            )
+        blobs = _store_blobs(settings.media_dir)
+        sha_of = {path: path.rsplit("/", 1)[1].split(".")[0] for path in blobs}
+        referenced = _referenced(session, set(sha_of.values()))
+        orphans = {path: f for path, f in blobs.items() if path not in referenced}
+        kept = {sha_of[path] for path in blobs if path in referenced}
+        size = sum(f.stat().st_size for f in orphans.values())
+        cached = 0
+        if not dry_run:
+            for f in orphans.values():
+                f.unlink(missing_ok=True)
+            if settings.blurred_dir.is_dir():
+                for f in settings.blurred_dir.iterdir():
+                    if f.is_file() and f.name.split("-", 1)[0] not in kept:
+                        f.unlink(missing_ok=True)
+                        cached += 1
+        report = GarbageReport(
+            blobs=len(blobs), unreferenced=len(orphans), bytes_unreferenced=size,
+            removed=0 if dry_run else len(orphans), cached_copies_removed=cached,
+            dry_run=dry_run,
+        )  # fmt: skip
+        if not dry_run:
+            record_event(session, actor, "media.garbage_collected", details=report.as_dict())
+        return report

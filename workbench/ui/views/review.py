@@ -165,7 +165,7 @@ def _show_content(item: review.ReviewItem, wellbeing: review.WellbeingSettings) 
     # st.text never interprets Markdown or HTML: user content stays inert, whatever it holds.
     if item.text:
         st.text(item.text)
-    cache = database().settings.resolved_home / "blurred"
+    cache = database().settings.blurred_dir
     for asset in item.assets:
         if asset.modality == "image":
             reveal_key = f"reveal::{item.item_id}"
