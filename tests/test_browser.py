@@ -297,6 +297,21 @@ def test_text_typed_just_before_a_reload_comes_back(server: dict[str, Any], page
     expect(page.locator("textarea")).to_have_value("typed right before the reload")
 
 
+def test_shortcuts_work_again_after_visiting_another_page(
+    server: dict[str, Any], page: Page
+) -> None:
+    _login(page, server["url"], "alice")
+    _ready(page, "i10")
+    page.get_by_role("link", name="My settings").click()
+    expect(page.get_by_text("Remind me to take a break")).to_be_visible()
+    page.get_by_role("link", name="Review").click()
+    _ready(page, "i10")
+    page.keyboard.press("n")
+    expect(page.get_by_label("Not violating (n)")).to_be_checked()
+    page.keyboard.press("v")
+    expect(page.get_by_label("Violating (v)")).to_be_checked()
+
+
 def test_reviewer_cannot_reach_the_engineer_page_even_by_url(
     server: dict[str, Any], page: Page
 ) -> None:

@@ -119,3 +119,36 @@ def test_a_rationale_request_lapses_when_no_field_appears(page: Any) -> None:
     page.wait_for_timeout(3300)
     page.keyboard.press("n")
     assert _state(page)["clicks"] == ["Not violating (n)"]
+
+
+_ADD_FRAME = """(html) => new Promise((resolve) => {
+  const frame = document.createElement("iframe");
+  frame.srcdoc = html;
+  frame.onload = () => resolve();
+  document.body.appendChild(frame);
+})"""
+
+
+def test_each_new_frame_takes_the_shortcuts_over_exactly_once(browser: Any) -> None:
+    """Streamlit removes the script's iframe when the reviewer leaves the page (its listeners
+    then never run again) and adds a new one on return: that one must work, and two frames on
+    the page at once must not handle a key twice."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_content(PAGE)
+        html = script_html(KEYS, "Submit (Enter)")
+        page.evaluate(_ADD_FRAME, html)
+        page.keyboard.press("n")
+        page.evaluate(_ADD_FRAME, html)  # a second frame while the first is still there
+        page.keyboard.press("v")
+        assert _state(page)["clicks"] == ["Not violating (n)", "Violating (v)"]
+        # Away from the page (every frame removed) and back (a new frame).
+        page.evaluate("() => document.querySelectorAll('iframe').forEach((f) => f.remove())")
+        page.keyboard.press("n")
+        assert len(_state(page)["clicks"]) == 2
+        page.evaluate(_ADD_FRAME, html)
+        page.keyboard.press("e")
+        assert _state(page)["clicks"][2:] == ["Unsure, escalate (e)"]
+    finally:
+        context.close()

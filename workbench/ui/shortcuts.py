@@ -17,8 +17,13 @@ _SCRIPT = """
   const keys = %(keys)s;
   const win = window.parent;
   win.__wbKeys = keys;
-  if (win.__wbShortcutsInstalled) { return; }
-  win.__wbShortcutsInstalled = true;
+  // The listeners belong to this iframe: once Streamlit removes it (another page, the break
+  // screen, an empty queue) the browser never calls them again. So each new iframe takes over:
+  // it removes the previous one's listeners (dead or alive, never two sets) and adds its own.
+  if (win.__wbShortcuts && win.__wbShortcuts.frame === window) { return; }
+  if (win.__wbShortcuts) {
+    try { win.__wbShortcuts.uninstall(); } catch (err) { /* its frame is gone */ }
+  }
   function findByText(selector, text) {
     for (const el of doc.querySelectorAll(selector)) {
       if ((el.innerText || "").trim().endsWith(text)) { return el; }
@@ -52,7 +57,7 @@ _SCRIPT = """
   // would be lost on a reload. After a pause in typing, leave the field and come straight back
   // (caret kept): the value is committed and the draft saved on the server while typing.
   let commitTimer = null;
-  doc.addEventListener("input", function(e) {
+  function onInput(e) {
     const el = e.target;
     if (!typing(el) || el.tagName.toLowerCase() !== "textarea") { return; }
     keepUnsent(el);
@@ -64,7 +69,7 @@ _SCRIPT = """
       el.focus();
       try { el.setSelectionRange(start, end); } catch (err) { /* field replaced meanwhile */ }
     }, 1000);
-  }, true);
+  }
   // Text typed in the last second before a reload has not reached the server yet. It is kept in
   // this browser (localStorage, per field: the field's key names the item and the lease) until
   // the field shows it after a rerun, i.e. the server has it, and for 10 minutes at most. After a
@@ -115,7 +120,6 @@ _SCRIPT = """
     }
     if (changed) { writeUnsent(all); }
   }
-  win.setInterval(settleUnsent, 500);
   // "r" can come before the rationale field is on the page (Streamlit renders widgets lazily,
   // and a rerun may be under way). Then what is typed next is meant for the field, not for the
   // shortcuts ("n" in a word must not choose "not violating"): hold it until the field appears,
@@ -143,7 +147,7 @@ _SCRIPT = """
     if (pending === null) { pending = {since: Date.now(), text: "", replace: false}; }
     settlePending();
   }
-  doc.addEventListener("keydown", function(e) {
+  function onKeydown(e) {
     const k = win.__wbKeys;
     const active = doc.activeElement;
     if (pending !== null) {
@@ -179,7 +183,21 @@ _SCRIPT = """
     }
     el = el || findByText("label", target) || findByText("button", target);
     if (el) { el.click(); }
-  }, true);
+  }
+  doc.addEventListener("input", onInput, true);
+  doc.addEventListener("keydown", onKeydown, true);
+  const settler = win.setInterval(settleUnsent, 500);
+  win.__wbShortcuts = {
+    frame: window,
+    uninstall: function() {
+      doc.removeEventListener("input", onInput, true);
+      doc.removeEventListener("keydown", onKeydown, true);
+      win.clearInterval(settler);
+      clearTimeout(commitTimer);
+      pending = null;
+    },
+  };
+  win.__wbShortcutsInstalled = true;
 })();
 </script>
 """
@@ -196,8 +214,8 @@ def script_html(key_map: dict[str, str], submit_label_suffix: str) -> str:
 def install(key_map: dict[str, str], submit_label_suffix: str) -> None:
     """`key_map` maps a key to the text a label or button ends with, e.g. "v" -> "(v)".
 
-    The script must stay the same from item to item: a changed script makes a new iframe, and
-    the key listener defined in the old one dies with it."""
+    The script stays the same from item to item, so Streamlit keeps its iframe (and the
+    listeners, with their state) across reruns; a new iframe takes the listeners over."""
     html = script_html(key_map, submit_label_suffix)
     if hasattr(st, "iframe"):
         st.iframe(html, height=1)
