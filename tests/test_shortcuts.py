@@ -104,14 +104,45 @@ def test_select_all_before_the_rationale_renders_replaces_its_text(page: Any) ->
     assert _state(page)["value"] == "new"
 
 
-def test_escape_drops_a_waiting_rationale_request(page: Any) -> None:
+def test_escape_with_nothing_typed_drops_a_waiting_rationale_request(page: Any) -> None:
     page.keyboard.press("r")
-    page.keyboard.type("x")
     page.keyboard.press("Escape")
     page.keyboard.press("n")  # a shortcut again
     page.evaluate("window.addTextarea('draft')")
     page.wait_for_timeout(200)
     assert _state(page) == {"value": "draft", "focused": False, "clicks": ["Not violating (n)"]}
+
+
+def test_text_then_escape_before_the_rationale_renders_is_kept_and_the_field_left(
+    page: Any,
+) -> None:
+    """A fast typist: r, the text, Escape, then a shortcut, all before the field exists."""
+    page.keyboard.press("r")
+    page.keyboard.type(" and more")
+    page.keyboard.press("Escape")
+    page.keyboard.press("v")  # a shortcut again at once
+    page.evaluate("window.addTextarea('draft')")
+    page.wait_for_function("document.querySelector('textarea').value === 'draft and more'")
+    assert _state(page) == {
+        "value": "draft and more", "focused": False, "clicks": ["Violating (v)"],
+    }  # fmt: skip
+
+
+def test_ctrl_enter_before_the_rationale_renders_submits_after_the_text_is_in(
+    page: Any,
+) -> None:
+    page.evaluate(
+        "document.querySelector('button').addEventListener('click', () =>"
+        " window.clicks.push('submit with ' + document.querySelector('textarea').value))"
+    )
+    page.keyboard.press("r")
+    page.keyboard.type("slur")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_timeout(100)
+    assert _state(page)["clicks"] == []  # nothing to submit into yet
+    page.evaluate("window.addTextarea('')")
+    page.wait_for_function("window.clicks.length > 0")
+    assert [c for c in _state(page)["clicks"] if c] == ["submit with slur"]
 
 
 def test_a_rationale_request_lapses_when_no_field_appears(page: Any) -> None:

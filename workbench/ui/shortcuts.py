@@ -42,6 +42,8 @@ _SCRIPT = """
   let lastSubmit = 0;
   let lastItem = null;
   function submit() {
+    // Text for the rationale still waiting for its field: submit once it is in.
+    if (pending !== null) { pending.submit = true; return; }
     const now = Date.now();
     const btn = findByText("button", win.__wbKeys.submit);
     if (!btn || btn.disabled) { return; }
@@ -123,13 +125,17 @@ _SCRIPT = """
   // "r" can come before the rationale field is on the page (Streamlit renders widgets lazily,
   // and a rerun may be under way). Then what is typed next is meant for the field, not for the
   // shortcuts ("n" in a word must not choose "not violating"): hold it until the field appears,
-  // then focus the field and type it there. Escape, or no field within 3 s, drops the request.
+  // then focus the field and type it there. Escape (or Ctrl+Enter) after some text means "then
+  // leave the field (and submit)": keys are shortcuts again at once, and the text goes in when
+  // the field appears. Escape with nothing typed drops the request, as does no field in 3 s
+  // (10 s once something was typed).
   let pending = null;
   function settlePending() {
     if (pending === null) { return; }
     const ta = doc.querySelector("textarea");
     if (ta && !ta.disabled) {
       const text = pending.text, replaceAll = pending.replace;
+      const leave = pending.leave, andSubmit = pending.submit;
       pending = null;
       ta.focus();
       const end = ta.value.length;
@@ -138,23 +144,36 @@ _SCRIPT = """
       // insertText fires the input event React listens to, as typing would.
       if (text) { doc.execCommand("insertText", false, text); }
       else if (replaceAll && end > 0) { doc.execCommand("delete"); }
+      if (leave) { ta.blur(); }  // leaving commits the value
+      if (andSubmit) { setTimeout(submit, 400); }
       return;
     }
-    if (Date.now() - pending.since > 3000) { pending = null; return; }
+    const wait = pending.text || pending.replace ? 10000 : 3000;
+    if (Date.now() - pending.since > wait) { pending = null; return; }
     win.requestAnimationFrame(settlePending);
   }
   function focusRationale() {
-    if (pending === null) { pending = {since: Date.now(), text: "", replace: false}; }
+    if (pending === null) {
+      pending = {since: Date.now(), text: "", replace: false, leave: false, submit: false};
+    } else {
+      pending.leave = pending.submit = false;  // back into the field before it even appeared
+    }
     settlePending();
   }
   function onKeydown(e) {
     const k = win.__wbKeys;
     const active = doc.activeElement;
-    if (pending !== null) {
+    if (pending !== null && !pending.leave) {
       e.preventDefault();
       e.stopPropagation();
-      if (e.key === "Escape") { pending = null; return; }
       const mod = e.ctrlKey || e.metaKey;
+      const typed = pending.text !== "" || pending.replace;
+      if (e.key === "Escape" || (mod && e.key === "Enter")) {
+        if (!typed) { pending = null; return; }
+        pending.leave = true;
+        pending.submit = e.key === "Enter";
+        return;
+      }
       if (mod && e.key.toLowerCase() === "a") { pending.replace = true; pending.text = ""; }
       else if (e.key === "Backspace") { pending.text = pending.text.slice(0, -1); }
       else if (e.key === "Enter" && !mod) { pending.text += "\\n"; }
