@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -313,14 +313,7 @@ class GarbageReport:
     dry_run: bool
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "blobs": self.blobs,
-            "unreferenced": self.unreferenced,
-            "bytes_unreferenced": self.bytes_unreferenced,
-            "removed": self.removed,
-            "cached_copies_removed": self.cached_copies_removed,
-            "dry_run": self.dry_run,
-        }
+        return asdict(self)
 
 
 def _store_blobs(media_dir: Path) -> dict[str, Path]:
