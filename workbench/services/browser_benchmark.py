@@ -27,12 +27,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-from sqlalchemy import Float, Table, func, insert, literal, select, text
+from sqlalchemy import Float, Table, func, insert, literal, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -52,6 +52,7 @@ from workbench.errors import WorkbenchError
 from workbench.services import review
 from workbench.services.audit import Actor, record_event
 from workbench.services.projects import create_project
+from workbench.services.queue_benchmark import gather_statistics
 from workbench.services.users import add_user, generate_password
 
 TARGET_P95_MS = 250.0
@@ -87,6 +88,7 @@ class RunSetup:
     browser_password: str
     browser_user_id: int
     background_user_ids: list[int]
+    autovacuum: str | None = None  # Postgres's setting; None on SQLite
 
 
 def prepare_run(db: Database, *, items: int, background: int, run: str) -> RunSetup:
@@ -112,15 +114,7 @@ def prepare_run(db: Database, *, items: int, background: int, run: str) -> RunSe
             browser_user_id=browser.id,
             background_user_ids=[u.id for u in others],
         )
-    if db.engine.dialect.name == "postgresql":
-        # Planner statistics for the rows just loaded, as autovacuum would soon gather them. A
-        # server without autovacuum (or the first minute after a big load) otherwise plans the
-        # lease query for a near-empty queue, and that plan costs seconds per lease once the
-        # reviewers have a few hundred labels: a missing ANALYZE, not the workbench. Raw SQL:
-        # SQLAlchemy has no construct for ANALYZE.
-        with db.engine.connect() as c, c.begin():
-            c.execute(text("ANALYZE items, queue_entries, leases, labels, users"))
-    return setup
+    return replace(setup, autovacuum=gather_statistics(db))
 
 
 def _add_queued_items(session: Session, project: Project, n: int) -> None:
@@ -848,13 +842,6 @@ def _interrupts_noted() -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _autovacuum(db: Database) -> str | None:
-    if db.engine.dialect.name != "postgresql":
-        return None
-    with db.engine.connect() as c:
-        return str(c.execute(text("SHOW autovacuum")).scalar())  # a setting: no construct
-
-
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -936,7 +923,7 @@ def run_review_latency(
         f"project {setup.project_name}: {items:,} items queued, {background} background "
         f"reviewers ({time.perf_counter() - t0:.1f} s)"
     )
-    autovacuum = _autovacuum(db)
+    autovacuum = setup.autovacuum
     if autovacuum == "off":
         progress(
             "note: autovacuum is off on this server: planner statistics were gathered once "

@@ -255,6 +255,22 @@ class _Tally:
     steady_acks: int = 0
 
 
+def gather_statistics(db: Database) -> str | None:
+    """Planner statistics for the rows a benchmark just loaded, as autovacuum would soon gather
+    them. Without them (a server with autovacuum off, or the first minute after a big load) the
+    planner keeps plans made for a near-empty queue, and the lease and reclaim queries cost
+    seconds each once reviewers have a few hundred labels: a missing ANALYZE, not the
+    workbench. Returns Postgres's autovacuum setting (None on SQLite), for the result file.
+    Raw SQL: SQLAlchemy has no construct for ANALYZE or SHOW."""
+    if db.engine.dialect.name != "postgresql":
+        with db.engine.begin() as c:
+            c.exec_driver_sql("ANALYZE")
+        return None
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.exec_driver_sql("ANALYZE items, queue_entries, leases, labels, users")
+        return str(c.exec_driver_sql("SHOW autovacuum").scalar())
+
+
 def run_queue_benchmark(
     db: Database,
     project_name: str,
@@ -287,6 +303,7 @@ def run_queue_benchmark(
                             progress=progress)  # fmt: skip
         user_ids = add_reviewers(s, [f"bench-{run}-r{n}" for n in range(workers)])
         project_id = project.id
+    autovacuum = gather_statistics(db)
     progress(f"prepared {items:,} items and {workers} reviewers in {time.perf_counter() - t0:.1f}s")
 
     kills = round(kill_fraction * workers)
@@ -345,6 +362,7 @@ def run_queue_benchmark(
     acknowledged = len(tally.acknowledged)
     return {
         "backend": backend,
+        "postgres_autovacuum": autovacuum,
         "project": project_name,
         "run": run,
         "workers": workers,
@@ -434,16 +452,28 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
+def _pending(session: Session, project_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count()).where(
+                QueueEntry.project_id == project_id, QueueEntry.status == EntryStatus.pending
+            )
+        )
+        or 0
+    )
+
+
 def ensure_latency_project(
     db: Database, name: str, size: int, *, priority: str, progress: Progress = _quiet
 ) -> dict[str, Any]:
-    """The project `name` with at least `size` items and entries, made or topped up."""
+    """The project `name` with at least `size` pending queue entries (one per item), made or
+    topped up: each run labels some, so a project used again gets new items for those."""
     from workbench.services.projects import get_or_create_project
 
     t0 = time.perf_counter()
     with db.sessions.begin() as s:
         project, _ = get_or_create_project(s, name, Actor.system())
-        have = s.scalar(select(func.count()).where(Item.project_id == project.id)) or 0
+        have = _pending(s, project.id)
         added = 0
         if have < size:
             progress(f"{name}: adding {size - have:,} items and queue entries")
@@ -451,20 +481,13 @@ def ensure_latency_project(
                 s, project, size - have, prefix=f"lat-{uuid.uuid4().hex[:6]}-",
                 priority=priority, progress=progress,
             )  # fmt: skip
-    if added and db.engine.dialect.name == "postgresql":
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-            c.exec_driver_sql("ANALYZE items, queue_entries, leases, labels")
-    elif added:
-        with db.engine.begin() as c:
-            c.exec_driver_sql("ANALYZE")
+    if added:
+        gather_statistics(db)
     with db.sessions() as s:
-        pending = s.scalar(
-            select(func.count()).where(
-                QueueEntry.project_id == project.id, QueueEntry.status == EntryStatus.pending
-            )
-        )
+        pending = _pending(s, project.id)
+        items = s.scalar(select(func.count()).where(Item.project_id == project.id)) or 0
     return {
-        "items": have + added,
+        "items": items,
         "pending_entries": pending,
         "setup_seconds": round(time.perf_counter() - t0, 1),
     }
@@ -476,8 +499,11 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, (time.perf_counter() - t) * 1000
 
 
+SINGLE_WARMUP = 5
+
+
 def measure_single_path(
-    db: Database, project_name: str, iterations: int, *, warmup: int = 5
+    db: Database, project_name: str, iterations: int, *, warmup: int = SINGLE_WARMUP
 ) -> dict[str, Any]:
     """One new reviewer: `queue.lease_next` then `review.submit_review`, each in its own
     transaction as the review page runs them; milliseconds per step and for both."""
@@ -561,13 +587,21 @@ def run_latency_benchmark(
     """For each size, p50/p95 of lease + submit on a project with that many queued items."""
     if not sizes or min(sizes) < 1:
         raise WorkbenchError(f"sizes must be positive numbers of items, got {sizes}")
+    batches = max(5, iterations // batch)
+    needed = SINGLE_WARMUP + iterations + batches * batch
+    if min(sizes) < needed:
+        raise WorkbenchError(
+            f"--sizes: each size must be at least {needed:,} (a run leases and labels that many: "
+            f"{SINGLE_WARMUP} warm-up and {iterations} timed single leases, {batches} batches "
+            f"of {batch}), got {min(sizes):,}"
+        )
     out: list[dict[str, Any]] = []
     for size in sizes:
         name = f"{project_prefix}-{priority}-{size}"
         setup = ensure_latency_project(db, name, size, priority=priority, progress=progress)
         progress(f"{name}: timing {iterations} lease + submit")
         single = measure_single_path(db, name, iterations)
-        batched = measure_batch_path(db, name, max(5, iterations // batch), batch)
+        batched = measure_batch_path(db, name, batches, batch)
         row = {"size": size, "project": name, **setup, **single, "batched": batched}
         progress(
             f"{name}: lease+submit p50 {single['lease_and_submit']['p50_ms']} ms, "
