@@ -8,7 +8,6 @@ workbench; the other reviewers' load on the database and the queue is the same e
 
 from __future__ import annotations
 
-import hashlib
 import math
 import multiprocessing as mp
 import os
@@ -30,15 +29,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
-from sqlalchemy import Float, Table, func, insert, literal, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from workbench.db.database import Database, open_database
 from workbench.db.models import (
-    EntryKind,
     EntryStatus,
     Item,
     Label,
@@ -47,16 +44,14 @@ from workbench.db.models import (
     Role,
     User,
 )
-from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
 from workbench.services import review
-from workbench.services.audit import Actor, record_event
+from workbench.services.audit import Actor
 from workbench.services.projects import create_project
-from workbench.services.queue_benchmark import gather_statistics
+from workbench.services.queue_benchmark import add_synthetic_items, gather_statistics
 from workbench.services.users import add_user, generate_password
 
 TARGET_P95_MS = 250.0
-INSERT_CHUNK = 5000
 # Text every synthetic item starts with: the probe in the page only counts an element that
 # starts with it as "the item", so no other text on the page can pass for the next item.
 ITEM_PREFIX = "review-latency item"
@@ -99,7 +94,14 @@ def prepare_run(db: Database, *, items: int, background: int, run: str) -> RunSe
     name = f"review-latency-{run}"
     with db.sessions.begin() as s:
         project = create_project(s, name, actor)
-        _add_queued_items(s, project, items)
+        # Every entry priority 0.0, as `queue.enqueue` gives by default: leasing orders by id.
+        add_synthetic_items(
+            s, project, items, prefix="rl",
+            # Distinct per item, and long enough to look like a comment.
+            text=lambda k: (
+                f"{ITEM_PREFIX} {k}: a synthetic comment to label, number {k} of {items}."
+            ),
+        )  # fmt: skip
         browser = add_user(s, f"rl-{run}-browser", Role.reviewer, actor, password=password)
         others = [
             add_user(s, f"rl-{run}-bg{n}", Role.reviewer, actor, password=None)
@@ -115,55 +117,6 @@ def prepare_run(db: Database, *, items: int, background: int, run: str) -> RunSe
             background_user_ids=[u.id for u in others],
         )
     return replace(setup, autovacuum=gather_statistics(db))
-
-
-def _add_queued_items(session: Session, project: Project, n: int) -> None:
-    """Items and their queue entries in bulk (Core: thousands of ORM objects would take long).
-
-    Every entry gets priority 0.0, as `queue.enqueue` gives by default, so leasing orders by id.
-    """
-    now = utcnow()
-    items = cast(Table, Item.__table__)
-    for start in range(0, n, INSERT_CHUNK):
-        rows = [
-            {
-                "project_id": project.id,
-                "external_id": f"rl{k}",
-                # Distinct per item, and long enough to look like a comment.
-                "text": f"{ITEM_PREFIX} {k}: a synthetic comment to label, number {k} of {n}.",
-                "metadata": {},
-                "modalities": ["text"],
-                "content_hash": hashlib.sha256(f"{project.name}:{k}".encode()).hexdigest(),
-                "revision": 1,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for k in range(start, min(n, start + INSERT_CHUNK))
-        ]
-        session.execute(insert(items), rows)
-    entries = cast(Table, QueueEntry.__table__)
-    source = select(
-        items.c.project_id,
-        items.c.id,
-        literal(0),
-        literal(EntryKind.selected.value),
-        literal("benchmark"),
-        literal(0.0, Float),
-        literal(1),
-        literal(0),
-        literal(0),
-        literal(EntryStatus.pending.value),
-        literal(now, QueueEntry.created_at.type),
-    ).where(items.c.project_id == project.id)
-    columns = [
-        "project_id", "item_id", "batch", "kind", "strategy", "priority", "overlap_target",
-        "active_leases", "completed", "status", "created_at",
-    ]  # fmt: skip
-    session.execute(insert(entries).from_select(columns, source))  # the project is new: n rows
-    record_event(
-        session, Actor.system(), "queue.enqueued", project_id=project.id, entity_type="batch",
-        entity_id=0, details={"entries": n, "synthetic": "review-latency benchmark"},
-    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

@@ -66,9 +66,11 @@ def add_synthetic_items(
     prefix: str,
     overlap: int = 1,
     priority: str = "equal",
+    text: Callable[[int], str] | None = None,
     progress: Progress = _quiet,
 ) -> int:
-    """Add `n` text items named `{prefix}{k}` and one pending queue entry for each.
+    """Add `n` text items named `{prefix}{k}` (text `text(k)`, or a plain synthetic one) and
+    one pending queue entry for each.
 
     priority "equal": every entry 0.0, as `queue.enqueue` gives by default (the worst case for
     the `ORDER BY priority DESC, id` of leasing); "ranked": a distinct priority per entry, as
@@ -83,10 +85,10 @@ def add_synthetic_items(
             {
                 "project_id": project.id,
                 "external_id": f"{prefix}{k}",
-                "text": f"synthetic item {k} ({prefix})",
+                "text": text(k) if text else f"synthetic item {k} ({prefix})",
                 "metadata": {},
                 "modalities": ["text"],
-                "content_hash": hashlib.sha256(f"{prefix}{k}".encode()).hexdigest(),
+                "content_hash": hashlib.sha256(f"{project.id}:{prefix}{k}".encode()).hexdigest(),
                 "revision": 1,
                 "created_at": now,
                 "updated_at": now,
