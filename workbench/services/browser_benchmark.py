@@ -403,7 +403,7 @@ def _tail(path: Path, n: int = 1500) -> str:
 _WS_HOOK = """
 (() => {
   if (window.__wbRuns) { return; }
-  const runs = {started: 0, finished: 0, tStarted: null, tFinished: null, onMessage: null};
+  const runs = {started: 0, finished: 0, tStarted: null, onMessage: null};
   window.__wbRuns = runs;
   // The top-level fields of one protobuf message: number -> varint value (or true).
   function topFields(buffer) {
@@ -435,7 +435,7 @@ _WS_HOOK = """
         const f = topFields(e.data);
         if (f[4] !== undefined) { runs.started += 1; runs.tStarted = now; }
         // 2 is FINISHED_EARLY_FOR_RERUN: another run follows at once.
-        if (f[6] !== undefined && f[6] !== 2) { runs.finished += 1; runs.tFinished = now; }
+        if (f[6] !== undefined && f[6] !== 2) { runs.finished += 1; }
         if (runs.onMessage) { runs.onMessage(); }
       });
     }
@@ -459,7 +459,7 @@ _PROBE = """
   if (window.__wbLatency) { return; }
   const doc = document;
   const runs = window.__wbRuns;
-  const rl = {stale: false, runsAtArm: 0, startsAtArm: 0, key: null, from: null, lastEnter: -1e9,
+  const rl = {runsAtArm: 0, startsAtArm: 0, key: null, from: null, lastEnter: -1e9,
               t0: null, tStart: null, tVisible: null, tReady: null, tEnd: null, shown: null};
   rl.itemText = () => {
     const main = doc.querySelector('[data-testid="stMain"]') || doc.body;
@@ -487,7 +487,6 @@ _PROBE = """
   function check() {
     const now = performance.now();
     const stale = !rl.idle();
-    rl.stale = stale;
     if (rl.t0 === null) { return; }
     if (rl.tStart === null && stale) { rl.tStart = now; }
     if (rl.tVisible === null) {
