@@ -355,6 +355,13 @@ def item_facts(session: Session, item_ids: Iterable[int]) -> dict[int, ItemFacts
             Item.id.in_(ids[i : i + _CHUNK])
         )
         found.extend((i, eid, length, mods) for i, eid, length, mods in session.execute(stmt))
+    return _facts_of(session, found)
+
+
+def _facts_of(
+    session: Session, found: list[tuple[int, str, int | None, list[str]]]
+) -> dict[int, ItemFacts]:
+    """`ItemFacts` by item id from (id, external_id, text length, modalities) rows."""
     media_ids = [i for i, _, _, mods in found if _MEDIA_MODALITIES.intersection(mods or [])]
     durations = media_durations(session, media_ids) if media_ids else {}
     return {
@@ -1093,18 +1100,7 @@ def import_labels(
             Item.project_id == project.id, Item.external_id.in_(chunk)
         )
         found.extend((i, eid, length, mods) for i, eid, length, mods in session.execute(stmt))
-    media_ids = [i for i, _, _, mods in found if _MEDIA_MODALITIES.intersection(mods or [])]
-    durations = media_durations(session, media_ids) if media_ids else {}
-    facts = {
-        eid: ItemFacts(
-            id=i,
-            external_id=eid,
-            text_length=length,
-            has_media=bool(_MEDIA_MODALITIES.intersection(mods or [])),
-            duration_s=durations.get(i),
-        )
-        for i, eid, length, mods in found
-    }
+    facts = {f.external_id: f for f in _facts_of(session, found).values()}
     versions = {pv.version: PolicyRules.of(pv) for pv in list_policy_versions(session, project)}
     if not versions:
         raise WorkbenchError(f"project {project.name!r} has no policy taxonomy")
