@@ -27,9 +27,9 @@ from workbench.db.models import (
     Role,
     User,
 )
-from workbench.services.embed import FUSED, space_folder
 from workbench.services.taxonomy import current_policy_version
-from workbench.services.vector_store import SegmentStore
+from workbench.services.vectors.embed import FUSED, space_folder
+from workbench.services.vectors.vector_store import SegmentStore
 
 T0 = datetime(2026, 11, 2, 12, tzinfo=UTC)  # a Monday: ISO week 2026-W45
 

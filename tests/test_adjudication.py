@@ -33,7 +33,7 @@ from workbench.services.projects import set_project_setting
 from workbench.services.quality import adjudication as adj
 from workbench.services.quality.gold import mark_gold
 from workbench.services.taxonomy import current_policy_version
-from workbench.services.train import training_set
+from workbench.services.train.train import training_set
 from workbench.services.users import add_user
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=20)

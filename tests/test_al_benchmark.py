@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from workbench.bench import al as al_benchmark
 from workbench.encoders.base import Encoder, l2_normalise
-from workbench.services import al_benchmark
 
 
 class WordHashEncoder(Encoder):

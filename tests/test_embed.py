@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from workbench.db.models import Embedding, EmbeddingSpace, EmbeddingStatus, Item
 from workbench.encoders.base import Encoder, l2_normalise
 from workbench.services.audit import Actor
-from workbench.services.embed import embed_project
 from workbench.services.projects import get_project
-from workbench.services.similar import similar_items
+from workbench.services.vectors.embed import embed_project
+from workbench.services.vectors.similar import similar_items
 
 TEXTS = [
     f"comment number {n} about {topic}"

@@ -21,9 +21,9 @@ import av
 import pytest
 from PIL import Image
 
-from workbench.services.near_duplicates import PDQ_MAX_DISTANCE, pdq_hash
-from workbench.services.tabular import Record, iter_records
+from workbench.services.ingest.tabular import Record, iter_records
 from workbench.services.taxonomy import default_taxonomy
+from workbench.services.vectors.near_duplicates import PDQ_MAX_DISTANCE, pdq_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

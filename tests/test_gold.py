@@ -32,11 +32,11 @@ from workbench.db.models import (
     User,
 )
 from workbench.errors import PermissionDenied, WorkbenchError
-from workbench.services import review
 from workbench.services.audit import Actor
 from workbench.services.projects import set_project_setting
 from workbench.services.quality import gold
-from workbench.services.queue import NewEntry, enqueue, finish_lease, lease_next
+from workbench.services.queue.lease import NewEntry, enqueue, finish_lease, lease_next
+from workbench.services.review import flow as review
 from workbench.services.taxonomy import current_policy_version
 from workbench.services.users import add_user
 
@@ -380,7 +380,7 @@ def test_gold_page_highlights_alerts_and_marks_an_item(sqlite_db: Database) -> N
 
 
 def test_gold_entries_are_not_counted_as_pending_work_nor_as_overlap(db: Database) -> None:
-    from workbench.services.queue import queue_health
+    from workbench.services.queue.lease import queue_health
     from workbench.services.status import project_status
 
     with db.sessions.begin() as s:

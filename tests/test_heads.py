@@ -9,7 +9,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
 from workbench.errors import WorkbenchError
-from workbench.services.heads import (
+from workbench.services.train.heads import (
     CalibratedHead,
     LogisticHead,
     MLPHead,
@@ -143,7 +143,7 @@ def test_head_rejects_mismatched_vectors_and_labels() -> None:
 
 @pytest.mark.parametrize("name", ["logistic", "mlp"])
 def test_warm_start_begins_from_the_previous_weights_when_classes_match(name: str) -> None:
-    from workbench.services.heads import CalibratedHead, make_head
+    from workbench.services.train.heads import CalibratedHead, make_head
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8)).astype(np.float32)

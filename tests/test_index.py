@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.services.index import VectorIndex, choose_nlist, exact_search
+from workbench.services.vectors.index import VectorIndex, choose_nlist, exact_search
 
 SUBJECTS = [
     "the new episode",

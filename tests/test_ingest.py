@@ -34,8 +34,8 @@ from workbench.db.database import Database
 from workbench.db.models import AuditEvent, Item, MediaAsset, Project
 from workbench.errors import Problem, WorkbenchError
 from workbench.services.audit import Actor
-from workbench.services.ingest import IngestReport, ingest_path
-from workbench.services.media_store import StagingRun, recover_staging, store_path_for
+from workbench.services.ingest.media_store import StagingRun, recover_staging, store_path_for
+from workbench.services.ingest.write import IngestReport, ingest_path
 
 EXPECTED_MIME = {
     "png": "image/png",
@@ -855,7 +855,7 @@ def test_recovery_leaves_a_live_run_alone(sqlite_db, tmp_path) -> None:
     run = StagingRun(sqlite_db.settings)
     try:
         make_image(tmp_path / "a.png")
-        from workbench.services.media import probe_media
+        from workbench.services.ingest.media import probe_media
 
         info = probe_media(tmp_path / "a.png", sqlite_db.settings.ingest_limits())
         assert run.stage(tmp_path / "a.png", info.sha256, info.extension)
@@ -873,7 +873,7 @@ def test_failure_before_commit_in_process_cleans_staging(sqlite_db, tmp_path, mo
     def boom(*a: Any, **k: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("workbench.services.ingest.record_event", boom)
+    monkeypatch.setattr("workbench.services.ingest.write.record_event", boom)
     with pytest.raises(KeyboardInterrupt):
         ingest(sqlite_db, second)
     assert_nothing_written(sqlite_db)

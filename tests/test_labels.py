@@ -24,9 +24,10 @@ from workbench.db.database import Database, open_database
 from workbench.db.models import AuditEvent, Item, Label, LabelSource, Project, User
 from workbench.errors import WorkbenchError
 from workbench.schemas import TaxonomySpec
-from workbench.services import labels as L
 from workbench.services.audit import Actor
-from workbench.services.labels import LabelInput, record_label
+from workbench.services.labels import record as L
+from workbench.services.labels.current import current_labels
+from workbench.services.labels.record import LabelInput, record_label
 from workbench.services.projects import create_project, get_project
 from workbench.services.taxonomy import add_policy_version
 
@@ -288,7 +289,7 @@ def test_a_correction_supersedes_the_label_once(db: Database) -> None:
         )
         new, _ = record_label(s, p, items[0], lead, fix, source=LabelSource.human, actor=SYSTEM)
         assert new.supersedes_id == old.id
-        assert {lb.id for lb in L.current_labels(s, p)} == {new.id, other.id}
+        assert {lb.id for lb in current_labels(s, p)} == {new.id, other.id}
         assert L.label_as_record(old)["superseded"] is True
         assert L.label_as_record(new)["supersedes"] == "a"
 
@@ -650,7 +651,7 @@ def test_import_supersedes_labels_earlier_in_the_file_and_in_the_database(
     with db.sessions.begin() as s:
         L.import_labels(s, get_project(s, "p"), path, SYSTEM)
     with db.sessions() as s:
-        current = {lb.idempotency_key for lb in L.current_labels(s, get_project(s, "p"))}
+        current = {lb.idempotency_key for lb in current_labels(s, get_project(s, "p"))}
         assert current == {"f-1", "f-3"}
 
 
@@ -774,7 +775,7 @@ def export_bytes(database: Database, fmt: str) -> bytes:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    from workbench.services.tabular import Record, iter_records
+    from workbench.services.ingest.tabular import Record, iter_records
 
     return [r.data for r in iter_records(path) if isinstance(r, Record)]
 

@@ -15,9 +15,9 @@ from workbench.db.database import Database
 from workbench.db.models import AuditEvent, MediaAsset
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor
-from workbench.services.ingest import ingest_path
-from workbench.services.media_store import StagingRun, collect_garbage
-from workbench.services.review import display_image
+from workbench.services.ingest.media_store import StagingRun, collect_garbage
+from workbench.services.ingest.write import ingest_path
+from workbench.services.review.flow import display_image
 
 
 def _ingest(db: Database, tmp_path: Path, name: str, image: str, update: bool = False) -> None:

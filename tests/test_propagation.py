@@ -14,12 +14,12 @@ from workbench.db.database import Database
 from workbench.db.models import AuditEvent, Label, LabelSource, Role
 from workbench.errors import PermissionDenied
 from workbench.services.audit import Actor
-from workbench.services.labels import LabelInput, record_label
+from workbench.services.labels.propagation import propagate_label, propagate_project
+from workbench.services.labels.record import LabelInput, record_label
 from workbench.services.projects import set_project_setting
-from workbench.services.propagation import propagate_label, propagate_project
 from workbench.services.quality.agreement import load_counted_labels
-from workbench.services.queue import NewEntry, enqueue, lease_next
-from workbench.services.train import training_set
+from workbench.services.queue.lease import NewEntry, enqueue, lease_next
+from workbench.services.train.train import training_set
 
 SYSTEM = Actor.system()
 
@@ -136,7 +136,7 @@ def test_project_propagation_is_for_leads(db: Database) -> None:
 
 
 def test_review_submission_propagates_when_the_project_says_so(db: Database) -> None:
-    from workbench.services import review
+    from workbench.services.review import flow as review
 
     with db.sessions.begin() as s:
         p, items, alice = _group(s)

@@ -9,7 +9,7 @@ from builders import make_items, make_project, make_user
 from workbench.db.models import EntryStatus, LeaseStatus, QueueEntry
 from workbench.db.types import utcnow
 from workbench.services.audit import Actor
-from workbench.services.queue import (
+from workbench.services.queue.lease import (
     NewEntry,
     enqueue,
     finish_lease,

@@ -34,11 +34,11 @@ from workbench.db.models import (
     User,
 )
 from workbench.db.types import utcnow
-from workbench.services import review
 from workbench.services.audit import Actor
-from workbench.services.labels import export_labels, parse_label_input, record_label
-from workbench.services.queue import NewEntry, enqueue, lease_next
-from workbench.services.queue_batch import Submission, lease_batch, submit_batch
+from workbench.services.labels.record import export_labels, parse_label_input, record_label
+from workbench.services.queue.batch import Submission, lease_batch, submit_batch
+from workbench.services.queue.lease import NewEntry, enqueue, lease_next
+from workbench.services.review import flow as review
 
 
 def _label(decision: str = "not_violating", **more):  # type: ignore[no-untyped-def]

@@ -17,10 +17,10 @@ from workbench.db.engine import make_engine
 from workbench.db.migrate import upgrade
 from workbench.db.models import Label, Lease, LeaseStatus, QueueEntry
 from workbench.errors import WorkbenchError
-from workbench.services import review
 from workbench.services.audit import Actor
 from workbench.services.projects import set_project_setting
-from workbench.services.queue import NewEntry, enqueue
+from workbench.services.queue.lease import NewEntry, enqueue
+from workbench.services.review import flow as review
 
 pytestmark = pytest.mark.postgres
 

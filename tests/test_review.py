@@ -12,12 +12,12 @@ from sqlalchemy import func, select
 
 from workbench.db.models import Label, Lease, LeaseStatus, Role
 from workbench.errors import PermissionDenied, WorkbenchError
-from workbench.services import review
 from workbench.services.audit import Actor
 from workbench.services.auth import LocalPasswordAuthenticator, login
-from workbench.services.labels import current_labels
+from workbench.services.labels.current import current_labels
 from workbench.services.projects import set_project_setting
-from workbench.services.queue import NewEntry, enqueue
+from workbench.services.queue.lease import NewEntry, enqueue
+from workbench.services.review import flow as review
 from workbench.services.users import add_user
 
 

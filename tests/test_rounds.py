@@ -12,14 +12,14 @@ from workbench.db.models import Decision, Label, LabelSource, Role, RoundStatus,
 from workbench.errors import PermissionDenied
 from workbench.services.audit import Actor
 from workbench.services.projects import set_project_setting
-from workbench.services.rounds import (
+from workbench.services.taxonomy import current_policy_version
+from workbench.services.train.rounds import (
     claim_next_round,
     maybe_request_round,
     request_round,
     run_claimed_round,
 )
-from workbench.services.taxonomy import current_policy_version
-from workbench.services.worker import work_once
+from workbench.services.train.worker import work_once
 
 
 def _label(s, project, item, reviewer, n: int) -> None:

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.services.heads import LogisticHead
-from workbench.services.strategies import SelectionContext, make_strategy
-from workbench.services.strategies.mix import shares_to_counts
-from workbench.services.strategies.uncertainty import (
+from workbench.services.select.strategies import SelectionContext, make_strategy
+from workbench.services.select.strategies.mix import shares_to_counts
+from workbench.services.select.strategies.uncertainty import (
     entropy_scores,
     least_confidence_scores,
     margin_scores,
     positive_margin_scores,
 )
+from workbench.services.train.heads import LogisticHead
 
 ALL = [
     "random",
@@ -99,7 +99,7 @@ def test_cluster_margin_covers_several_clusters() -> None:
     x, y = pool(800)
     labelled = np.arange(80)
     ctx = context(x, y, labelled)
-    from workbench.services.strategies.diversity import ClusterMarginStrategy
+    from workbench.services.select.strategies.diversity import ClusterMarginStrategy
 
     # With every unlabelled item a candidate, the round robin visits all eight clusters,
     # where plain margin crowds onto the few clusters that straddle a boundary.
@@ -142,7 +142,7 @@ def test_seals_candidates_are_neighbours_of_labelled_positives() -> None:
     labelled = np.arange(40)
     assert (y[labelled] == "hate").any()
     ctx = context(x, y, labelled)
-    from workbench.services.strategies.search import SEALSStrategy
+    from workbench.services.select.strategies.search import SEALSStrategy
 
     seals = SEALSStrategy(base="margin", neighbours=20)
     sel = seals.select(ctx, 10)
@@ -157,7 +157,7 @@ def test_seals_candidates_are_neighbours_of_labelled_positives() -> None:
 
 def test_seals_grows_its_pool_as_positives_arrive() -> None:
     x, y = pool(800)
-    from workbench.services.strategies.search import SEALSStrategy
+    from workbench.services.select.strategies.search import SEALSStrategy
 
     seals = SEALSStrategy(neighbours=10)
     cache: dict[str, object] = {}
@@ -224,7 +224,7 @@ def test_strategy_without_probabilities_or_head_says_what_is_missing() -> None:
 
 
 def test_seed_query_picks_the_nearest_items_of_each_query_in_turn() -> None:
-    from workbench.services.strategies.search import QuerySeedStrategy
+    from workbench.services.select.strategies.search import QuerySeedStrategy
 
     x, _ = pool(400)
     queries = x[[5, 300]] + 0.01
@@ -252,7 +252,7 @@ def test_positive_margin_scores_the_rare_class_boundary_only() -> None:
 
 
 def test_choice_by_targets_uses_validation_figures_and_says_what_is_missed() -> None:
-    from workbench.services.al_benchmark import choose_by_targets
+    from workbench.bench.al import choose_by_targets
 
     def row(val_aulc: float, reach: int | None, pos: float) -> dict[str, object]:
         return {

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from workbench.db.database import Database
 from workbench.db.models import ModelStatus, ModelVersion, RoundStatus, TrainingRound
 from workbench.services.audit import Actor
-from workbench.services.rounds import claim_next_round, request_round, run_claimed_round
-from workbench.services.train import champion, train_round
+from workbench.services.train.rounds import claim_next_round, request_round, run_claimed_round
+from workbench.services.train.train import champion, train_round
 
 SYSTEM = Actor.system()
 CLASSES = ["hate", "spam", "none"]
@@ -82,7 +82,7 @@ def test_the_second_round_warm_starts_from_the_champion(db: Database) -> None:
 def test_a_failed_round_keeps_the_previous_model(db: Database, monkeypatch: Any) -> None:
     _project(db, labelled_per_class=8)
     assert _round(db)[0] == RoundStatus.succeeded
-    import workbench.services.train as train
+    import workbench.services.train.train as train
 
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("disk full")

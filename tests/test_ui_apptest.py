@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from workbench.db.database import Database
 from workbench.db.models import Label, Role
 from workbench.services.audit import Actor
-from workbench.services.queue import NewEntry, enqueue
+from workbench.services.queue.lease import NewEntry, enqueue
 from workbench.services.users import add_user
 
 APP = str(Path(__file__).resolve().parents[1] / "workbench" / "ui" / "app.py")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from workbench.db.database import Database
 from workbench.db.models import AuditEvent, Role, User
 from workbench.services.audit import Actor
-from workbench.services.labels import import_labels
+from workbench.services.labels.record import import_labels
 from workbench.services.projects import create_project, get_project
 from workbench.services.users import verify_password
 

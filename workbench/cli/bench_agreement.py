@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from workbench.benchmarks import write_result
+from workbench.bench.results import write_result
 from workbench.cli._common import JsonFlag, emit, handled, say
 from workbench.errors import Problem, WorkbenchError
 from workbench.services.quality.aggregation import aggregate_labels

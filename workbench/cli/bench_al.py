@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from workbench.benchmarks import benchmarks_dir, write_result
+from workbench.bench.results import benchmarks_dir, write_result
 from workbench.cli._common import JsonFlag, emit, handled, say
 from workbench.errors import WorkbenchError
 from workbench.progress import stderr_progress
@@ -70,7 +70,7 @@ def al(
 ) -> None:
     """Simulated reviewers answer from each item's own crowd votes; learning curves per
     strategy, area under them, labels to reach the full-pool head, rare items found."""
-    from workbench.services.al_benchmark import (
+    from workbench.bench.al import (
         ALConfig,
         cached_text_vectors,
         load_vote_csv,
@@ -144,7 +144,7 @@ def select(
     json_mode: JsonFlag = False,
 ) -> None:
     """Time of one selection round and peak memory per strategy, each in its own process."""
-    from workbench.services.al_benchmark import run_select_benchmark
+    from workbench.bench.al import run_select_benchmark
 
     with handled(json_mode):
         result = run_select_benchmark(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from workbench.benchmarks import write_result
+from workbench.bench.results import write_result
 from workbench.cli._common import JsonFlag, database, emit, say
 
 
@@ -68,7 +68,7 @@ def review_latency(
     `workbench serve` of its own and the system chromium. The project, users and labels stay in
     the database.
     """
-    from workbench.services.browser_benchmark import run_review_latency
+    from workbench.bench.browser import run_review_latency
 
     with database(json_mode) as db:
         result = run_review_latency(

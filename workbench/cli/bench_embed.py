@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from workbench.benchmarks import write_result
+from workbench.bench.results import write_result
 from workbench.cli._common import JsonFlag, emit, handled, say
 from workbench.errors import WorkbenchError
 
@@ -114,8 +114,8 @@ def run_workbench_embed(texts: list[str]) -> dict[str, Any]:
     from workbench.db.database import open_database
     from workbench.encoders.text import build_onnx
     from workbench.services.audit import Actor
-    from workbench.services.embed import embed_project
-    from workbench.services.ingest import ingest_path
+    from workbench.services.ingest.write import ingest_path
+    from workbench.services.vectors.embed import embed_project
 
     build_onnx()  # the one-off export of the default variant stays out of the timing
     with tempfile.TemporaryDirectory() as tmp:

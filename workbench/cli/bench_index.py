@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from workbench.benchmarks import write_result
+from workbench.bench.results import write_result
 from workbench.cli._common import JsonFlag, emit, handled, say
 from workbench.progress import stderr_progress
 
@@ -27,7 +27,7 @@ def knn(
     json_mode: JsonFlag = False,
 ) -> None:
     """p50/p95 per-query latency and recall@10 against exact search, build time and memory."""
-    from workbench.services.knn_benchmark import run_knn_benchmark
+    from workbench.bench.knn import run_knn_benchmark
 
     with handled(json_mode):
         result = run_knn_benchmark(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from workbench.benchmarks import write_result
+from workbench.bench.results import write_result
 from workbench.cli._common import JsonFlag, database, emit, say
 
 
@@ -32,7 +32,7 @@ def queue(
     The labels stay in the database (one reviewer per worker), so `workbench labels export`
     shows them.
     """
-    from workbench.services.queue_benchmark import run_queue_benchmark
+    from workbench.bench.queue import run_queue_benchmark
 
     with database(json_mode) as db:
         if workers > items * overlap:
@@ -78,7 +78,7 @@ def queue_latency(
 ) -> None:
     """p50/p95 of one reviewer's lease_next + submit_review (the review page's path) as the
     queue grows, beside the batched path's time per label."""
-    from workbench.services.queue_benchmark import iter_sizes, run_latency_benchmark
+    from workbench.bench.queue import iter_sizes, run_latency_benchmark
 
     with database(json_mode) as db:
         result = run_latency_benchmark(

@@ -9,9 +9,9 @@ import typer
 from workbench.cli._common import JsonFlag, ProjectOpt, database, emit, fail, say
 from workbench.progress import stderr_progress
 from workbench.services.audit import Actor
-from workbench.services.embed import FUSED, embed_project
 from workbench.services.projects import get_project
-from workbench.services.similar import similar_items
+from workbench.services.vectors.embed import FUSED, embed_project
+from workbench.services.vectors.similar import similar_items
 
 
 def register(app: typer.Typer) -> None:

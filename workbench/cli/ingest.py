@@ -11,8 +11,8 @@ from workbench.cli._common import JsonFlag, database, emit, say
 from workbench.config import IngestLimits
 from workbench.progress import stderr_progress
 from workbench.services.audit import Actor
-from workbench.services.ingest import IngestReport, ingest_path
-from workbench.services.media import SUPPORTED_HELP
+from workbench.services.ingest.media import SUPPORTED_HELP
+from workbench.services.ingest.write import IngestReport, ingest_path
 
 
 def _limits_help() -> str:

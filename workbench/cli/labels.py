@@ -10,10 +10,10 @@ from typing import Annotated, Literal
 import typer
 
 from workbench.cli._common import JsonFlag, ProjectOpt, database, emit, handled, say
-from workbench.services import labels as label_service
 from workbench.services.audit import Actor
+from workbench.services.ingest.tabular import Format, detect_format
+from workbench.services.labels import record as label_service
 from workbench.services.projects import get_project
-from workbench.services.tabular import Format, detect_format
 
 app = typer.Typer(help="Labels in and out: import and export label files.", no_args_is_help=True)
 
@@ -116,7 +116,7 @@ def propagate(project: ProjectOpt, json_mode: JsonFlag = False) -> None:
     (exact and near-duplicates, see `workbench embed`). Copies are recorded with source
     'propagated', never counted as human labels, used for training only where an item has no
     label of its own; the latest judgement in a group wins. Safe to run again."""
-    from workbench.services.propagation import propagate_project
+    from workbench.services.labels.propagation import propagate_project
 
     with database(json_mode) as db, db.sessions.begin() as s:
         report = propagate_project(s, get_project(s, project), Actor.system())

@@ -8,7 +8,7 @@ import typer
 
 from workbench.cli._common import JsonFlag, database, emit
 from workbench.services.audit import Actor
-from workbench.services.media_store import collect_garbage
+from workbench.services.ingest.media_store import collect_garbage
 
 app = typer.Typer(help="The media store: remove what nothing references.", no_args_is_help=True)
 

@@ -35,7 +35,7 @@ def select_(
     Never picks items already queued, leased or labelled, nor two near-duplicates. With no
     model yet (cold start) it picks typical, diverse items instead.
     """
-    from workbench.services.select import select_batch
+    from workbench.services.select.batch import select_batch
 
     with database(json_mode) as db:
         result = select_batch(db, project, strategy, batch, Actor.system(), seed=seed)

@@ -61,8 +61,8 @@ def retrain(
     The new version is put in use unless its metrics on held-out randomly sampled labels are
     worse than the current one's. Runs here and now unless --queue.
     """
-    from workbench.services.rounds import claim_next_round, request_round, run_claimed_round
-    from workbench.services.worker import run_round_job
+    from workbench.services.train.rounds import claim_next_round, request_round, run_claimed_round
+    from workbench.services.train.worker import run_round_job
 
     with database(json_mode) as db:
         with db.sessions.begin() as s:
@@ -97,7 +97,7 @@ def worker(
     poll_seconds: Annotated[float, typer.Option(help="Seconds between checks.")] = 2.0,
 ) -> None:
     """Run queued retrain rounds (and start rounds every N new labels) until stopped."""
-    from workbench.services.worker import run_worker
+    from workbench.services.train.worker import run_worker
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -111,8 +111,8 @@ def worker(
 
 def models(project: ProjectOpt, json_mode: JsonFlag = False) -> None:
     """Model versions with their metrics, newest first, and recent rounds."""
-    from workbench.services.rounds import list_rounds
-    from workbench.services.train import list_model_versions
+    from workbench.services.train.rounds import list_rounds
+    from workbench.services.train.train import list_model_versions
 
     with database(json_mode) as db, db.sessions() as s:
         p = get_project(s, project)

@@ -69,14 +69,14 @@ def run_demo(
     progress: Any = None,
 ) -> dict[str, Any]:
     from workbench.progress import no_progress
-    from workbench.services.embed import embed_project
-    from workbench.services.ingest import ingest_path
-    from workbench.services.labels import import_labels
-    from workbench.services.rounds import claim_next_round, request_round, run_claimed_round
-    from workbench.services.select import select_batch
+    from workbench.services.ingest.write import ingest_path
+    from workbench.services.labels.record import import_labels
+    from workbench.services.select.batch import select_batch
     from workbench.services.status import project_status
-    from workbench.services.train import champion
-    from workbench.services.worker import run_round_job
+    from workbench.services.train.rounds import claim_next_round, request_round, run_claimed_round
+    from workbench.services.train.train import champion
+    from workbench.services.train.worker import run_round_job
+    from workbench.services.vectors.embed import embed_project
 
     progress = progress or no_progress
     manifest, labels = fixtures / "manifest.jsonl", fixtures / "labels.jsonl"

@@ -18,7 +18,7 @@ from workbench.db.models import (
     ModelVersion,
     Project,
 )
-from workbench.services.queue import queue_health
+from workbench.services.queue.lease import queue_health
 
 
 def project_status(session: Session, project: Project) -> dict[str, Any]:

@@ -109,7 +109,12 @@ def checked_answer(
 ) -> tuple[Answer, PolicyVersion]:
     """An answer checked against the project's current taxonomy by the rules labels follow
     (known codes, `none` only with not_violating, a severity on the code's scale)."""
-    from workbench.services.labels import ItemFacts, PolicyRules, check_label, parse_label_input
+    from workbench.services.labels.record import (
+        ItemFacts,
+        PolicyRules,
+        check_label,
+        parse_label_input,
+    )
     from workbench.services.taxonomy import current_policy_version
 
     try:
@@ -186,7 +191,7 @@ def _gold_row(session: Session, project: Project, item_id: int) -> GoldItem | No
 def _open_gold_entry(session: Session, project: Project, item: Item, actor: Actor) -> None:
     """The item's own way into queues. Any other open entry of the item is cancelled: a gold
     item must not also reach reviewers as an ordinary selected item."""
-    from workbench.services.queue import NewEntry, enqueue
+    from workbench.services.queue.lease import NewEntry, enqueue
 
     open_entry = session.scalar(
         select(QueueEntry).where(
@@ -388,7 +393,7 @@ def read_gold_file(path: Path) -> list[GoldInput]:
     """Gold answers from a JSONL or CSV file: columns external_id, decision (required),
     policies (a list, or "hate;harassment" in CSV), severity, note. Every unreadable row is
     reported with its line and field, and then nothing is returned."""
-    from workbench.services.tabular import Record, iter_records
+    from workbench.services.ingest.tabular import Record, iter_records
 
     name = str(path)
     out: list[GoldInput] = []
@@ -530,7 +535,7 @@ def lease_gold_if_due(
     )
     if entry_id is None:
         return None
-    from workbench.services.queue import take_slot
+    from workbench.services.queue.lease import take_slot
 
     return take_slot(session, entry_id, reviewer, now=now, lease_seconds=lease_seconds)
 

@@ -21,11 +21,11 @@ from workbench.db.database import Database
 from workbench.db.models import EmbeddingSpace, EntryKind, EntryStatus, Item, QueueEntry, Role
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
-from workbench.services.embed import FUSED, get_space, load_space_vectors
 from workbench.services.projects import get_project
-from workbench.services.queue import NewEntry
-from workbench.services.queue import enqueue as add_to_queue
-from workbench.services.train import champion, training_set
+from workbench.services.queue.lease import NewEntry
+from workbench.services.queue.lease import enqueue as add_to_queue
+from workbench.services.train.train import champion, training_set
+from workbench.services.vectors.embed import FUSED, get_space, load_space_vectors
 
 DEFAULT_FOLDS = 5
 MIN_ITEMS = 10  # below this, out-of-fold heads learn from a handful of items: noise, not evidence
@@ -103,7 +103,7 @@ def out_of_fold_probabilities(
     """
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from workbench.services.heads import make_head
+    from workbench.services.train.heads import make_head
 
     probabilities = cross_val_predict(
         make_head(**head_params),

@@ -9,8 +9,8 @@ import streamlit as st
 
 from workbench.db.models import Role
 from workbench.errors import WorkbenchError
-from workbench.services import review
 from workbench.services.auth import SessionUser, list_accounts
+from workbench.services.review import flow as review
 from workbench.services.users import add_user, get_user, set_disabled, set_password, set_role
 from workbench.ui.state import load_project, show_error, tx
 

@@ -13,15 +13,15 @@ import pandas as pd
 import streamlit as st
 
 from workbench.errors import WorkbenchError
-from workbench.services import review
 from workbench.services.auth import SessionUser
+from workbench.services.review import flow as review
 from workbench.ui.state import database, load_project, show_error, tx
 
 
 def _rounds_section(me: SessionUser, project_name: str) -> None:
     st.subheader("Retrain rounds")
     try:
-        from workbench.services import rounds
+        from workbench.services.train import rounds
     except ImportError:
         st.info("Retrain rounds are not available yet in this installation.")
         return
@@ -62,7 +62,7 @@ def _rounds_section(me: SessionUser, project_name: str) -> None:
 def _models_section(project_name: str) -> None:
     st.subheader("Model versions")
     try:
-        from workbench.services.train import list_model_versions
+        from workbench.services.train.train import list_model_versions
     except ImportError:
         st.info("Model versions are not available yet in this installation.")
         return
@@ -111,7 +111,7 @@ def _selection_section(me: SessionUser, project_name: str) -> None:
             show_error(exc)
     if st.button("Fill the queue (one batch)"):
         try:
-            from workbench.services.select import select_batch
+            from workbench.services.select.batch import select_batch
         except ImportError:
             st.info("Selection is not available yet in this installation.")
             return

@@ -12,13 +12,13 @@ import pandas as pd
 import streamlit as st
 
 from workbench.errors import WorkbenchError
-from workbench.services import review
 from workbench.services.auth import SessionUser
 from workbench.services.quality import charts
 from workbench.services.quality.agreement import AgreementField
 from workbench.services.quality.audit_export import AuditFilter, export_audit_csv
 from workbench.services.quality.mislabels import find_mislabels
-from workbench.services.queue import queue_health
+from workbench.services.queue.lease import queue_health
+from workbench.services.review import flow as review
 from workbench.ui.state import database, load_project, show_error, tx
 
 ALL_PAIRS = "(all pairs)"

@@ -9,8 +9,8 @@ import streamlit as st
 
 from workbench.db.models import Decision
 from workbench.errors import WorkbenchError
-from workbench.services import review
 from workbench.services.auth import SessionUser, reset_exposure
+from workbench.services.review import flow as review
 from workbench.ui import shortcuts
 from workbench.ui.state import database, load_project, show_error, tx
 

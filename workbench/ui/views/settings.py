@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from workbench.errors import WorkbenchError
-from workbench.services import review
 from workbench.services.auth import SessionUser
+from workbench.services.review import flow as review
 from workbench.ui.state import show_error, tx
 
 

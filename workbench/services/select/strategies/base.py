@@ -212,7 +212,7 @@ def make_strategy(name: str, **params: Any) -> Strategy:
     base strategy.
     """
     # Importing the package registers every strategy module.
-    from workbench.services.strategies import mix
+    from workbench.services.select.strategies import mix
 
     if name.startswith("mix:"):
         return mix.MixStrategy.parse(name)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from workbench.db.database import Database
 from workbench.db.models import Project, RoundStatus, TrainingRound
-from workbench.services.rounds import (
+from workbench.services.train.rounds import (
     RoundLog,
     claim_next_round,
     fail_stale_rounds,
@@ -22,7 +22,7 @@ from workbench.services.rounds import (
 
 def run_round_job(db: Database, round_id: int, log: RoundLog) -> int | None:
     """Train, then refill the queue with the project's selection mix."""
-    from workbench.services.train import train_round
+    from workbench.services.train.train import train_round
 
     model_version_id = train_round(db, round_id, log)
     with db.sessions() as s:
@@ -30,7 +30,7 @@ def run_round_job(db: Database, round_id: int, log: RoundLog) -> int | None:
         refill, project = rnd.refill_queue, s.get_one(Project, rnd.project_id).name
     if refill:
         try:
-            from workbench.services.select import select_batch
+            from workbench.services.select.batch import select_batch
         except ImportError:
             log("selection is not available in this build; queue not refilled")
             return model_version_id

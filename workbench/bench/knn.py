@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.progress import ProgressFactory, no_progress
-from workbench.services.index import VectorIndex
+from workbench.services.vectors.index import VectorIndex
 
 
 def _rss_mb() -> float:

@@ -14,9 +14,9 @@ import numpy as np
 
 from workbench.errors import Problem, WorkbenchError
 from workbench.progress import ProgressFactory, no_progress
-from workbench.services.heads import make_head
-from workbench.services.strategies import SelectionContext, make_strategy
-from workbench.services.tabular import iter_records
+from workbench.services.ingest.tabular import iter_records
+from workbench.services.select.strategies import SelectionContext, make_strategy
+from workbench.services.train.heads import make_head
 
 
 def limit_threads(threads: int) -> Any:
@@ -703,7 +703,7 @@ def select_child(
 
     limit_threads(threads)
 
-    from workbench.services.heads import LogisticHead
+    from workbench.services.train.heads import LogisticHead
 
     x = np.load(pool_path, mmap_mode="r")
     rng = np.random.default_rng(seed)

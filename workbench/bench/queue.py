@@ -40,7 +40,7 @@ from workbench.db.models import (
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
-from workbench.services.labels import LabelInput, parse_label_input
+from workbench.services.labels.record import LabelInput, parse_label_input
 
 POLL_SECONDS = 0.2
 INSERT_CHUNK = 5000
@@ -197,7 +197,7 @@ def reviewer_process(
     `report` is this worker's own pipe: a process killed while writing to a queue shared with
     others can leave that queue's lock held and stall every other writer.
     """
-    from workbench.services.queue_batch import Submission, lease_batch, submit_batch
+    from workbench.services.queue.batch import Submission, lease_batch, submit_batch
 
     db = open_database()
     with db.sessions() as s:
@@ -509,8 +509,8 @@ def measure_single_path(
 ) -> dict[str, Any]:
     """One new reviewer: `queue.lease_next` then `review.submit_review`, each in its own
     transaction as the review page runs them; milliseconds per step and for both."""
-    from workbench.services import review
-    from workbench.services.queue import lease_next
+    from workbench.services.queue.lease import lease_next
+    from workbench.services.review import flow as review
 
     with db.sessions.begin() as s:
         (uid,) = add_reviewers(s, [f"latency-{uuid.uuid4().hex[:8]}"])
@@ -555,7 +555,7 @@ def measure_single_path(
 def measure_batch_path(db: Database, project_name: str, batches: int, batch: int) -> dict[str, Any]:
     """One new reviewer on the batched path: milliseconds per label, lease plus submit."""
     from workbench.services.projects import get_project
-    from workbench.services.queue_batch import Submission, lease_batch, submit_batch
+    from workbench.services.queue.batch import Submission, lease_batch, submit_batch
 
     with db.sessions.begin() as s:
         (uid,) = add_reviewers(s, [f"latency-{uuid.uuid4().hex[:8]}"])

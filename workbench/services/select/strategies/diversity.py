@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from workbench.services.strategies.base import (
+from workbench.services.select.strategies.base import (
     Selection,
     SelectionContext,
     Strategy,
     register,
     take_ranked,
 )
-from workbench.services.strategies.uncertainty import margin_scores, top_two
+from workbench.services.select.strategies.uncertainty import margin_scores, top_two
 
 
 def _as_f32(x: np.ndarray) -> np.ndarray:

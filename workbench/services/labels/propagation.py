@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from workbench.db.models import Decision, Item, Label, LabelSource, Project, Role
 from workbench.services.audit import Actor, record_event, require_role
-from workbench.services.labels import LabelInput, record_label
+from workbench.services.labels.record import LabelInput, record_label
 
 HUMAN_SOURCES = (LabelSource.human, LabelSource.import_)
 

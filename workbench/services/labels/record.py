@@ -31,7 +31,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from sqlalchemy import Select, exists, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, selectinload
 
@@ -50,7 +50,19 @@ from workbench.db.models import (
 from workbench.db.types import utcnow
 from workbench.errors import Problem, WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
-from workbench.services.tabular import Format, Record, detect_format, iter_records, write_rejects
+from workbench.services.ingest.tabular import (
+    Format,
+    Record,
+    detect_format,
+    iter_records,
+    write_rejects,
+)
+from workbench.services.labels.current import (
+    is_superseded,
+)
+from workbench.services.labels.current import (
+    superseded as superseded_clause,
+)
 from workbench.services.taxonomy import current_policy_version, list_policy_versions
 from workbench.services.users import validate_user_name
 
@@ -380,30 +392,8 @@ def _facts_of(
 # Queries
 
 
-def superseded_clause() -> Any:
-    """SQL truth value: `Label` has been corrected by another label."""
-    newer = aliased(Label)
-    return exists().where(newer.supersedes_id == Label.id)
-
-
-def current_labels_query(project: Project) -> Select[Label]:
-    """The project's labels that no other label supersedes (each reviewer's latest word)."""
-    return select(Label).where(Label.project_id == project.id, ~superseded_clause())
-
-
-def current_labels(session: Session, project: Project, item: Item | None = None) -> list[Label]:
-    stmt = current_labels_query(project)
-    if item is not None:
-        stmt = stmt.where(Label.item_id == item.id)
-    return list(session.scalars(stmt.order_by(Label.created_at, Label.id)))
-
-
 def find_label(session: Session, idempotency_key: str) -> Label | None:
     return session.scalar(select(Label).where(Label.idempotency_key == idempotency_key))
-
-
-def is_superseded(session: Session, label: Label) -> bool:
-    return bool(session.scalar(select(exists().where(Label.supersedes_id == label.id))))
 
 
 # --------------------------------------------------------------------------------------------

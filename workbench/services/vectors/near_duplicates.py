@@ -109,7 +109,7 @@ def _vector_pairs(
     threshold: float,
 ) -> Iterable[tuple[int, int]]:
     from workbench.errors import NotFoundError
-    from workbench.services.embed import FUSED, get_space, load_space_vectors, refresh_index
+    from workbench.services.vectors.embed import FUSED, get_space, load_space_vectors, refresh_index
 
     try:
         space = get_space(session, project, FUSED)

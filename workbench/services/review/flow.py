@@ -35,10 +35,10 @@ from workbench.db.models import (
 )
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, PermissionDenied, WorkbenchError
-from workbench.services import queue
 from workbench.services.audit import Actor, record_event, require_role
 from workbench.services.auth import count_reviewed_in_session
 from workbench.services.projects import project_settings
+from workbench.services.queue import lease as queue
 from workbench.services.taxonomy import current_policy_version
 
 # Draft fields the form may save; anything else is refused so a draft never grows unbounded keys.
@@ -315,7 +315,7 @@ def _model_suggestion(
 
 def label_input(form: dict[str, Any], idempotency_key: str) -> Any:
     """The form (a draft's fields) as a `labels.LabelInput`, with located problems if invalid."""
-    from workbench.services.labels import parse_label_input
+    from workbench.services.labels.record import parse_label_input
 
     data = {k: v for k, v in form.items() if k in DRAFT_FIELDS and v not in (None, "", [])}
     if "confidence" in data:
@@ -338,7 +338,7 @@ def submit_review(
     `data` is a `labels.LabelInput`; its idempotency key is set from the lease, so retries of the
     same submission return the first label (created=False) and change nothing.
     """
-    from workbench.services.labels import record_label
+    from workbench.services.labels.record import record_label
 
     user = _reviewer(session, actor)
     now = now or utcnow()
@@ -490,7 +490,7 @@ def submit_correction(
     now: datetime | None = None,
 ) -> SubmitResult:
     """Record the corrected label, superseding `label_id`; idempotent like a submission."""
-    from workbench.services.labels import record_label
+    from workbench.services.labels.record import record_label
 
     user = _reviewer(session, actor)
     now = now or utcnow()
@@ -523,8 +523,8 @@ def submit_correction(
 
 def _maybe_propagate(session: Session, project: Project, label: Label, actor: Actor) -> None:
     """With `propagate_to_duplicates` on, copy the new label to the item's duplicate group."""
+    from workbench.services.labels.propagation import propagate_label
     from workbench.services.projects import project_settings
-    from workbench.services.propagation import propagate_label
 
     if project_settings(project).propagate_to_duplicates:
         propagate_label(session, project, label, actor)

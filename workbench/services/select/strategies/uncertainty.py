@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.services.strategies.base import (
+from workbench.services.select.strategies.base import (
     Selection,
     SelectionContext,
     Strategy,

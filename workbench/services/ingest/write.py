@@ -29,21 +29,21 @@ from workbench.db.types import utcnow
 from workbench.errors import Problem, WorkbenchError
 from workbench.progress import ProgressFactory, no_progress
 from workbench.services.audit import Actor, record_event
-from workbench.services.media import InvalidMedia, MediaInfo, probe_media, sniff_file
-from workbench.services.media_store import (
+from workbench.services.ingest.media import InvalidMedia, MediaInfo, probe_media, sniff_file
+from workbench.services.ingest.media_store import (
     RecoveryReport,
     StagingRun,
     recover_staging,
     store_path_for,
 )
-from workbench.services.projects import find_project, get_or_create_project
-from workbench.services.tabular import (
+from workbench.services.ingest.tabular import (
     ReadingStopped,
     Record,
     detect_format,
     iter_records,
     write_rejects,
 )
+from workbench.services.projects import find_project, get_or_create_project
 
 KNOWN_FIELDS = ("external_id", "text", "image", "audio", "video", "language", "metadata")
 MEDIA_FIELDS: dict[str, Modality] = {

@@ -19,12 +19,12 @@ from workbench.db.database import Database
 from workbench.db.models import EntryKind, Item, Project, QueueEntry, Role
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, require_role
-from workbench.services.embed import FUSED, get_space, load_space_vectors
 from workbench.services.projects import get_project, project_settings
-from workbench.services.queue import NewEntry, enqueue, queued_item_ids
-from workbench.services.strategies.base import Selection, SelectionContext, make_strategy
-from workbench.services.strategies.mix import MixStrategy
-from workbench.services.train import champion, counted_labels, label_class
+from workbench.services.queue.lease import NewEntry, enqueue, queued_item_ids
+from workbench.services.select.strategies.base import Selection, SelectionContext, make_strategy
+from workbench.services.select.strategies.mix import MixStrategy
+from workbench.services.train.train import champion, counted_labels, label_class
+from workbench.services.vectors.embed import FUSED, get_space, load_space_vectors
 
 COLD_START_STRATEGY = "typiclust"
 NEEDS_NO_MODEL = {"random", "typiclust", "kmeans", "coreset", "seed_query"}

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
+from workbench.bench.queue import add_synthetic_items, gather_statistics
 from workbench.db.database import Database, open_database
 from workbench.db.models import (
     EntryStatus,
@@ -45,10 +46,9 @@ from workbench.db.models import (
     User,
 )
 from workbench.errors import WorkbenchError
-from workbench.services import review
 from workbench.services.audit import Actor
 from workbench.services.projects import create_project
-from workbench.services.queue_benchmark import add_synthetic_items, gather_statistics
+from workbench.services.review import flow as review
 from workbench.services.users import add_user, generate_password
 
 TARGET_P95_MS = 250.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.services.strategies.base import (
+from workbench.services.select.strategies.base import (
     Selection,
     SelectionContext,
     Strategy,

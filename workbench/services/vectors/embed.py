@@ -35,9 +35,9 @@ from workbench.encoders.base import Encoder
 from workbench.errors import NotFoundError
 from workbench.progress import ProgressFactory, no_progress
 from workbench.services.audit import Actor, record_event
-from workbench.services.index import VectorIndex
 from workbench.services.projects import get_project, project_settings
-from workbench.services.vector_store import SegmentStore
+from workbench.services.vectors.index import VectorIndex
+from workbench.services.vectors.vector_store import SegmentStore
 
 FUSED = "fused"
 MODALITIES = [m.value for m in Modality]
@@ -509,7 +509,7 @@ def embed_project(
     encoder_lookup: EncoderLookup = default_encoder_lookup,
     progress: ProgressFactory = no_progress,
 ) -> EmbedReport:
-    from workbench.services.near_duplicates import update_near_duplicates
+    from workbench.services.vectors.near_duplicates import update_near_duplicates
 
     with db.sessions() as s:
         project = get_project(s, project_name)

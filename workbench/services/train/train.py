@@ -41,8 +41,8 @@ from workbench.db.models import (
 )
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
-from workbench.services.embed import FUSED, get_space, load_space_vectors
 from workbench.services.projects import get_project
+from workbench.services.vectors.embed import FUSED, get_space, load_space_vectors
 
 MIN_EVAL_ITEMS = 20
 MIN_TRAINING_ITEMS = 4
@@ -159,7 +159,7 @@ def training_set(session: Session, project: Project) -> TrainingSet:
             per_item.pop(item_id, None)  # a final "unsure" keeps the item out of training
     # Copies of a reviewer's label on duplicates (services/propagation.py): only for items with
     # no judgement of their own, with the confidence of the item they were copied from.
-    from workbench.services.propagation import propagated_training_labels
+    from workbench.services.labels.propagation import propagated_training_labels
 
     human_items = {lab.item_id for lab in labels}
     propagated: set[int] = set()
@@ -221,7 +221,7 @@ def _load_head(path: str) -> Any:
 
 
 def new_head(params: dict[str, Any]) -> Any:
-    from workbench.services.heads import make_head
+    from workbench.services.train.heads import make_head
 
     return make_head(**params)
 
@@ -291,7 +291,7 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
     warm_started = bool(getattr(head, "warm_started_", False))
     if warm_started:
         log(f"trained{warm}")
-    from workbench.services.heads import CalibratedHead
+    from workbench.services.train.heads import CalibratedHead
 
     # Calibration learns only from randomly sampled labels; below the minimum the wrapper
     # stays uncalibrated and says why.

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.services.strategies.base import (
+from workbench.services.select.strategies.base import (
     Selection,
     SelectionContext,
     Strategy,

@@ -1,7 +1,7 @@
 """Selection strategies behind one interface (`Strategy.select(ctx, n)`), found by name."""
 
-from workbench.services.strategies import diversity, mix, search, uncertainty
-from workbench.services.strategies.base import (
+from workbench.services.select.strategies import diversity, mix, search, uncertainty
+from workbench.services.select.strategies.base import (
     STRATEGIES,
     Selection,
     SelectionContext,

@@ -55,7 +55,7 @@ from workbench.db.models import (
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor
-from workbench.services.labels import (
+from workbench.services.labels.record import (
     LabelInput,
     PolicyRules,
     check_label,
@@ -64,7 +64,7 @@ from workbench.services.labels import (
     require_may_record,
 )
 from workbench.services.projects import project_settings
-from workbench.services.review import lease_key
+from workbench.services.review.flow import lease_key
 from workbench.services.taxonomy import current_policy_version, get_policy_version
 
 # Core tables: the hot path builds no ORM objects.
