@@ -28,7 +28,7 @@ from workbench.db.models import (
     User,
 )
 from workbench.services.taxonomy import current_policy_version
-from workbench.services.vectors.embed import FUSED, space_folder
+from workbench.services.vectors.spaces import FUSED, space_folder
 from workbench.services.vectors.vector_store import SegmentStore
 
 T0 = datetime(2026, 11, 2, 12, tzinfo=UTC)  # a Monday: ISO week 2026-W45

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from workbench.db.database import Database
 from workbench.errors import WorkbenchError
 from workbench.services.select.strategies import SelectionContext, make_strategy
 from workbench.services.select.strategies.mix import shares_to_counts
@@ -210,6 +211,57 @@ def test_typiclust_cold_start_needs_no_labels_and_spreads_over_clusters() -> Non
     # Eight picks from eight tight blobs: their true blobs are (nearly) all different.
     blob_of = {tuple(np.round(x[i] / 4)) for i in sel.indices}
     assert len(blob_of) >= 6
+
+
+@pytest.mark.parametrize("name", [*ALL, "seals/random", "mix:random=0.5,typiclust=0.5"])
+def test_a_strategy_needs_a_model_exactly_when_it_says_so(name: str) -> None:
+    # `needs_model` decides the cold start in batch selection: a strategy that says False must
+    # run with no head, and one that says True must really read the model.
+    x, _ = pool(300)
+    strategy = make_strategy(name)
+    no_model = SelectionContext(vectors=x, positive="hate", rng=np.random.default_rng(0))
+    if strategy.needs_model:
+        with pytest.raises(WorkbenchError, match="probabilities or a fitted head"):
+            strategy.select(no_model, 10)
+    else:
+        assert len(strategy.select(no_model, 10)) == 10
+
+
+def test_a_mix_needs_a_model_when_any_part_does() -> None:
+    assert not make_strategy("mix:random=0.5,kmeans=0.5").needs_model
+    assert make_strategy("mix:random=0.9,margin=0.1").needs_model
+    assert make_strategy("mix").needs_model  # the default mix ranks by margin
+    assert not make_strategy("seals/random").needs_model
+    assert make_strategy("seals").needs_model
+
+
+def test_parameters_after_a_colon_are_refused_by_a_strategy_that_takes_none() -> None:
+    with pytest.raises(WorkbenchError, match=r"'margin' takes no `margin:\.\.\.` parameters"):
+        make_strategy("margin:x=1")
+
+
+def test_cold_start_replaces_only_strategies_that_need_a_model(db: Database) -> None:
+    from builders import make_project
+    from quality_builders import Labels, add_fused_vectors
+
+    from workbench.services.audit import Actor
+    from workbench.services.select.batch import COLD_START_STRATEGY, select_batch
+
+    x, _ = pool(120)
+    with db.sessions.begin() as s:
+        p = make_project(s)
+        lab = Labels(s, p)
+        add_fused_vectors(s, db.settings, p, [lab.item(f"x{n}") for n in range(len(x))], x)
+    system = Actor.system()
+    ran = {
+        name: select_batch(db, "p", name, 4, system, seed=0)
+        for name in ("margin", "random", "mix:random=1", "mix")
+    }
+    assert all(r["cold_start"] and r["queued"] == 4 for r in ran.values())
+    assert ran["margin"]["strategy"] == ran["mix"]["strategy"] == COLD_START_STRATEGY
+    assert ran["random"]["strategy"] == "random"
+    assert ran["mix:random=1"]["strategy"] == "mix:random=1"
+    assert set(ran["mix:random=1"]["by_strategy"]) == {"random"}
 
 
 def test_unknown_strategy_names_the_known_ones() -> None:

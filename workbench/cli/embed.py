@@ -10,8 +10,9 @@ from workbench.cli._common import JsonFlag, ProjectOpt, database, emit, fail, sa
 from workbench.progress import stderr_progress
 from workbench.services.audit import Actor
 from workbench.services.projects import get_project
-from workbench.services.vectors.embed import FUSED, embed_project
+from workbench.services.vectors.embed import embed_project
 from workbench.services.vectors.similar import similar_items
+from workbench.services.vectors.spaces import FUSED
 
 
 def register(app: typer.Typer) -> None:

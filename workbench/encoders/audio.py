@@ -16,6 +16,9 @@ from workbench.encoders.base import Encoder, l2_normalise, load_hf_model_dir, mo
 from workbench.encoders.media import SAMPLE_RATE, AudioInput, iter_audio_chunks, load_audio
 from workbench.errors import WorkbenchError
 
+# Heavy libraries (torch, transformers, pocketsphinx) are imported inside the functions that use
+# them, so the CLI starts without loading them.
+
 # log-mel front end: 25 ms Hann windows every 10 ms, 64 Slaney mel bands up to 8 kHz, the usual
 # speech/audio-tagging setting (VGGish, PANNs at 16 kHz).
 FRAME = 400
@@ -272,13 +275,9 @@ class SpeechTextEncoder(Encoder):
     id = "speech-minilm"
     modality = "audio"
 
-    def __init__(self, text_encoder: Encoder | None = None) -> None:
+    def __init__(self, text_encoder: Encoder) -> None:
         import pocketsphinx
 
-        if text_encoder is None:
-            from workbench.encoders.registry import get_encoder
-
-            text_encoder = get_encoder("minilm-l6-v2")
         self.text_encoder = text_encoder
         self.dim = text_encoder.dim
         ps_version = getattr(pocketsphinx, "__version__", "5")

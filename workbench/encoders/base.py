@@ -47,7 +47,7 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 def quiet_transformers() -> None:
     """No weight-loading progress bars or advisory warnings on stderr: the CLI owns stderr."""
-    from transformers.utils import logging
+    from transformers.utils import logging  # here, not at the top: transformers loads slowly
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()

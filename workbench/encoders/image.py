@@ -11,7 +11,10 @@ from typing import Any
 import numpy as np
 
 from workbench.encoders.base import Encoder, l2_normalise, load_hf_model_dir, model_fingerprint
-from workbench.encoders.media import ImageInput, load_image
+from workbench.encoders.media import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, load_image
+
+# Heavy libraries (torch, transformers, PIL, scipy) are imported inside the functions that use
+# them, so the CLI starts without loading them.
 
 THUMB = 64  # every statistic is computed on a 64x64 thumbnail: enough for layout and colour
 L_BINS, A_BINS, B_BINS = 4, 6, 6
@@ -59,8 +62,6 @@ class ImageStatsEncoder(Encoder):
     version = "image-stats/v1/lab4x6x6-dct8-orient8x4"
 
     def __init__(self, max_pixels: int | None = None) -> None:
-        from workbench.encoders.media import DEFAULT_MAX_IMAGE_PIXELS
-
         self.max_pixels = max_pixels or DEFAULT_MAX_IMAGE_PIXELS
         self._lab = _lab_transform()
 

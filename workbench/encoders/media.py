@@ -16,6 +16,9 @@ import numpy as np
 
 from workbench.errors import Problem, WorkbenchError
 
+# Heavy libraries (PIL, PyAV) are imported inside the functions that use them, so the
+# CLI and the offline default encoders start without loading them.
+
 SAMPLE_RATE = 16_000  # what speech and audio models (wav2vec2, Whisper, pocketsphinx) expect
 # PIL's own guard is 89M pixels; ours follows the ingest limit so both agree on what is a bomb.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000

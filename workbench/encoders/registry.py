@@ -10,7 +10,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from workbench.encoders.audio import HFAudioEncoder, LogMelStatsEncoder, SpeechTextEncoder
 from workbench.encoders.base import Encoder
+from workbench.encoders.image import ClipImageEncoder, ImageStatsEncoder
+from workbench.encoders.text import MiniLMOnnxEncoder, MiniLMTorchEncoder
+from workbench.encoders.video import VideoFramesEncoder
 from workbench.errors import WorkbenchError
 from workbench.schemas import EncoderSettings
 
@@ -101,26 +105,18 @@ def clear_cache() -> None:
 
 
 def _minilm(settings: EncoderSettings) -> Encoder:
-    from workbench.encoders.text import MiniLMOnnxEncoder
-
     return MiniLMOnnxEncoder()
 
 
 def _minilm_torch(settings: EncoderSettings) -> Encoder:
-    from workbench.encoders.text import MiniLMTorchEncoder
-
     return MiniLMTorchEncoder()
 
 
 def _image_stats(settings: EncoderSettings) -> Encoder:
-    from workbench.encoders.image import ImageStatsEncoder
-
     return ImageStatsEncoder()
 
 
 def _clip(settings: EncoderSettings) -> Encoder:
-    from workbench.encoders.image import ClipImageEncoder
-
     if not settings.image_model_path:
         raise WorkbenchError(
             "encoders.image is 'clip' but encoders.image_model_path is not set: point it at a "
@@ -130,14 +126,10 @@ def _clip(settings: EncoderSettings) -> Encoder:
 
 
 def _audio_logmel(settings: EncoderSettings) -> Encoder:
-    from workbench.encoders.audio import LogMelStatsEncoder
-
     return LogMelStatsEncoder()
 
 
 def _hf_audio(settings: EncoderSettings) -> Encoder:
-    from workbench.encoders.audio import HFAudioEncoder
-
     if not settings.audio_model_path:
         raise WorkbenchError(
             "encoders.audio is 'hf-audio' but encoders.audio_model_path is not set: point it at "
@@ -147,14 +139,10 @@ def _hf_audio(settings: EncoderSettings) -> Encoder:
 
 
 def _speech_minilm(settings: EncoderSettings) -> Encoder:
-    from workbench.encoders.audio import SpeechTextEncoder
-
     return SpeechTextEncoder(get_encoder(settings.text, settings))
 
 
 def _video_frames(settings: EncoderSettings) -> Encoder:
-    from workbench.encoders.video import VideoFramesEncoder
-
     return VideoFramesEncoder(
         encoder_for_modality("image", settings), encoder_for_modality("audio", settings)
     )

@@ -23,7 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from workbench.config import get_settings
 from workbench.encoders.base import Encoder, l2_normalise, quiet_transformers
+
+# Heavy libraries (torch, transformers, onnx, onnxruntime, tokenizers, the model package) are
+# imported inside the functions that use them, so the CLI starts without loading them.
 
 MAX_TOKENS = 256  # the length all-MiniLM-L6-v2 was trained with
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -46,8 +50,6 @@ def model_cache_root() -> Path:
     override = os.environ.get("WORKBENCH_MODEL_CACHE")
     if override:
         return Path(override).expanduser().resolve()
-    from workbench.config import get_settings
-
     return get_settings().resolved_home / "models"
 
 

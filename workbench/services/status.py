@@ -18,7 +18,8 @@ from workbench.db.models import (
     ModelVersion,
     Project,
 )
-from workbench.services.queue.lease import queue_health
+from workbench.services.queue.health import queue_health
+from workbench.services.vectors.spaces import FUSED
 
 
 def project_status(session: Session, project: Project) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def project_status(session: Session, project: Project) -> dict[str, Any]:
     )
     fused = session.scalar(
         select(EmbeddingSpace.id)
-        .where(EmbeddingSpace.project_id == project.id, EmbeddingSpace.name == "fused")
+        .where(EmbeddingSpace.project_id == project.id, EmbeddingSpace.name == FUSED)
         .order_by(EmbeddingSpace.id.desc())
         .limit(1)
     )

@@ -20,14 +20,18 @@ from workbench.db.models import EntryKind, Item, Project, QueueEntry, Role
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, require_role
 from workbench.services.projects import get_project, project_settings
-from workbench.services.queue.lease import NewEntry, enqueue, queued_item_ids
-from workbench.services.select.strategies.base import Selection, SelectionContext, make_strategy
+from workbench.services.queue.enqueue import NewEntry, enqueue, queued_item_ids
+from workbench.services.select.strategies.base import (
+    Selection,
+    SelectionContext,
+    Strategy,
+    make_strategy,
+)
 from workbench.services.select.strategies.mix import MixStrategy
 from workbench.services.train.train import champion, counted_labels, label_class
-from workbench.services.vectors.embed import FUSED, get_space, load_space_vectors
+from workbench.services.vectors.spaces import FUSED, get_space, load_space_vectors
 
 COLD_START_STRATEGY = "typiclust"
-NEEDS_NO_MODEL = {"random", "typiclust", "kmeans", "coreset", "seed_query"}
 
 
 def near_duplicate_groups(session: Session, project: Project, ids: np.ndarray) -> np.ndarray:
@@ -47,7 +51,8 @@ def near_duplicate_groups(session: Session, project: Project, ids: np.ndarray) -
     )
 
 
-def _strategy(name: str, mix: dict[str, float]):  # type: ignore[no-untyped-def]
+def _strategy(name: str, mix: dict[str, float]) -> Strategy:
+    """`mix` is the project's own mix; any other name goes to the strategy registry."""
     if name == "mix":
         return MixStrategy(mix)
     return make_strategy(name)
@@ -96,9 +101,10 @@ def select_batch(
             or 0
         ) + 1
     cold_start = head is None
-    uses_model = name == "mix" or name not in NEEDS_NO_MODEL
-    if cold_start and uses_model:
+    chooser = _strategy(name, settings.selection_mix)
+    if cold_start and chooser.needs_model:
         name = COLD_START_STRATEGY  # nothing to be uncertain about yet: diversity only
+        chooser = make_strategy(name)
     ctx = SelectionContext(
         vectors=vecs,
         labelled=np.asarray(labelled_rows, dtype=np.int64),
@@ -109,7 +115,7 @@ def select_batch(
         positive="violation",
         rng=np.random.default_rng(seed if seed is not None else next_batch),
     )
-    chosen: Selection = _strategy(name, settings.selection_mix).select(ctx, n)
+    chosen: Selection = chooser.select(ctx, n)
     rng = np.random.default_rng(next_batch)
     n_overlap = round(settings.overlap_share * len(chosen))
     overlap_rows = (

@@ -42,7 +42,7 @@ from workbench.db.models import (
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
 from workbench.services.projects import get_project
-from workbench.services.vectors.embed import FUSED, get_space, load_space_vectors
+from workbench.services.vectors.spaces import FUSED, get_space, load_space_vectors
 
 MIN_EVAL_ITEMS = 20
 MIN_TRAINING_ITEMS = 4

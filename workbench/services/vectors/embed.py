@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,15 +31,24 @@ from workbench.db.models import (
 )
 from workbench.db.types import utcnow
 from workbench.encoders.base import Encoder
-from workbench.errors import NotFoundError
+from workbench.encoders.fusion import FUSION_VERSION, fuse
 from workbench.progress import ProgressFactory, no_progress
 from workbench.services.audit import Actor, record_event
-from workbench.services.projects import get_project, project_settings
-from workbench.services.vectors.index import VectorIndex
+from workbench.services.projects import get_project
+from workbench.services.vectors.near_duplicates import update_near_duplicates
+from workbench.services.vectors.spaces import (
+    FUSED,
+    MODALITIES,
+    collect_garbage,
+    default_encoder_lookup,
+    get_or_create_space,
+    get_space,
+    load_space_vectors,
+    refresh_index,
+    space_folder,
+)
 from workbench.services.vectors.vector_store import SegmentStore
 
-FUSED = "fused"
-MODALITIES = [m.value for m in Modality]
 EncoderLookup = Callable[[str, Project], Encoder]
 
 
@@ -77,37 +85,6 @@ class EmbedReport:
             "failures": self.failures,
             "near_duplicate_items": self.near_duplicate_items,
         }
-
-
-def space_folder(settings: Settings, project_id: int, space_id: int) -> Path:
-    return settings.resolved_home / "vectors" / str(project_id) / str(space_id)
-
-
-def default_encoder_lookup(modality: str, project: Project) -> Encoder:
-    from workbench.encoders.registry import encoder_for_modality
-
-    return encoder_for_modality(modality, project_settings(project).encoders)
-
-
-def _get_space(
-    session: Session, project: Project, name: str, enc_id: str, version: str, dim: int
-) -> EmbeddingSpace:
-    space = session.scalar(
-        select(EmbeddingSpace).where(
-            EmbeddingSpace.project_id == project.id,
-            EmbeddingSpace.name == name,
-            EmbeddingSpace.encoder_id == enc_id,
-        )
-    )
-    if space is None:
-        space = EmbeddingSpace(
-            project_id=project.id, name=name, encoder_id=enc_id, encoder_version=version, dim=dim
-        )
-        session.add(space)
-        session.flush()
-    elif space.encoder_version != version or space.dim != dim:
-        space.encoder_version, space.dim = version, dim
-    return space
 
 
 def _todo_query(project: Project, space: EmbeddingSpace, modality: str, retry_failed: bool):  # type: ignore[no-untyped-def]
@@ -201,7 +178,7 @@ def embed_modality(
     settings = db.settings
     with db.sessions.begin() as s:
         project = get_project(s, project_name)
-        space = _get_space(s, project, modality, encoder.id, encoder.version, encoder.dim)
+        space = get_or_create_space(s, project, modality, encoder.id, encoder.version, encoder.dim)
         todo = list(s.scalars(_todo_query(project, space, modality, retry_failed)))
         total = (
             s.scalar(
@@ -278,31 +255,10 @@ def embed_modality(
         bar.close()
 
 
-def load_space_vectors(
-    session: Session,
-    settings: Settings,
-    space: EmbeddingSpace,
-    item_ids: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(item ids, vectors) of the space's good embeddings, ordered by item id."""
-    q = select(Embedding.item_id, Embedding.segment, Embedding.row).where(
-        Embedding.space_id == space.id, Embedding.status == EmbeddingStatus.ok
-    )
-    if item_ids is not None:
-        q = q.where(Embedding.item_id.in_(list(item_ids)))
-    rows = session.execute(q.order_by(Embedding.item_id)).all()
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    store = SegmentStore(space_folder(settings, space.project_id, space.id))
-    vecs = store.read(((r[1], r[2]) for r in rows), space.dim)
-    return ids, vecs
-
-
 # ---- fused vectors -------------------------------------------------------------------------
 
 
 def fused_version(components: dict[str, tuple[str, str, int]]) -> str:
-    from workbench.encoders.fusion import FUSION_VERSION
-
     text = (
         FUSION_VERSION
         + "|"
@@ -320,8 +276,6 @@ def embed_fused(
     batch_size: int = 4096,
 ) -> None:
     """One vector per item from its modality vectors (see workbench.encoders.fusion)."""
-    from workbench.encoders.fusion import fuse
-
     settings = db.settings
     with db.sessions.begin() as s:
         project = get_project(s, project_name)
@@ -342,7 +296,7 @@ def embed_fused(
             {m: (spaces[m].encoder_id, spaces[m].encoder_version, spaces[m].dim) for m in layout}
         )
         dim = sum(layout.values())
-        fspace = _get_space(s, project, FUSED, "fusion", version, dim)
+        fspace = get_or_create_space(s, project, FUSED, "fusion", version, dim)
         # Stale when missing, older version, older item revision, or older than a component.
         newest_component = (
             select(func.max(Embedding.created_at))
@@ -424,77 +378,6 @@ def embed_fused(
         bar.close()
 
 
-# ---- indexes -------------------------------------------------------------------------------
-
-
-def _fingerprint(session: Session, space: EmbeddingSpace) -> str:
-    n, newest, id_sum = session.execute(
-        select(func.count(), func.max(Embedding.created_at), func.sum(Embedding.item_id)).where(
-            Embedding.space_id == space.id, Embedding.status == EmbeddingStatus.ok
-        )
-    ).one()
-    return f"{n}:{newest.isoformat() if newest else '-'}:{id_sum or 0}:{space.encoder_version}"
-
-
-def refresh_index(session: Session, settings: Settings, space: EmbeddingSpace) -> VectorIndex:
-    """Rebuild the space's FAISS index when its vectors changed since the last build."""
-    folder = space_folder(settings, space.project_id, space.id) / "index"
-    fp = _fingerprint(session, space)
-    current = VectorIndex.load(folder)
-    if current is not None and current.meta.extra.get("fingerprint") == fp:
-        return current
-    ids, vecs = load_space_vectors(session, settings, space)
-    if len(ids) == 0:
-        index = VectorIndex.build(
-            np.zeros(0, np.int64), np.zeros((0, space.dim), np.float32), kind="flat"
-        )
-    else:
-        index = VectorIndex.build(ids, vecs)
-    index.meta.extra = {
-        "fingerprint": fp,
-        "space": space.name,
-        "encoder": space.encoder_id,
-        "encoder_version": space.encoder_version,
-    }
-    index.save(folder)
-    return index
-
-
-def collect_garbage(session: Session, settings: Settings, space: EmbeddingSpace) -> int:
-    live = set(
-        session.scalars(
-            select(Embedding.segment)
-            .where(Embedding.space_id == space.id, Embedding.segment.is_not(None))
-            .distinct()
-        )
-    )
-    return SegmentStore(space_folder(settings, space.project_id, space.id)).collect_garbage(
-        {s for s in live if s}
-    )
-
-
-def get_space(session: Session, project: Project, name: str) -> EmbeddingSpace:
-    """The space of that name filled by the encoder configured now (or the newest one)."""
-    spaces = list(
-        session.scalars(
-            select(EmbeddingSpace)
-            .where(EmbeddingSpace.project_id == project.id, EmbeddingSpace.name == name)
-            .order_by(EmbeddingSpace.created_at.desc(), EmbeddingSpace.id.desc())
-        )
-    )
-    if not spaces:
-        raise NotFoundError(
-            f"project {project.name!r} has no {name} vectors yet: run "
-            f"`workbench embed --project {project.name}` first"
-        )
-    if name != FUSED:
-        configured = getattr(project_settings(project).encoders, name, None)
-        for sp in spaces:
-            if sp.encoder_id == configured:
-                return sp
-    return spaces[0]
-
-
 # ---- the whole run -------------------------------------------------------------------------
 
 
@@ -509,8 +392,6 @@ def embed_project(
     encoder_lookup: EncoderLookup = default_encoder_lookup,
     progress: ProgressFactory = no_progress,
 ) -> EmbedReport:
-    from workbench.services.vectors.near_duplicates import update_near_duplicates
-
     with db.sessions() as s:
         project = get_project(s, project_name)
         present = _present_modalities(s, project)

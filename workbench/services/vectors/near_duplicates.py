@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from workbench.config import Settings
 from workbench.db.models import Item, MediaAsset, Modality, Project
+from workbench.errors import NotFoundError
 from workbench.services.projects import project_settings
+from workbench.services.vectors.spaces import FUSED, get_space, load_space_vectors, refresh_index
 
 PDQ_MAX_DISTANCE = 31  # the threshold Meta's PDQ documentation recommends for matches
 PDQ_MIN_QUALITY = 50  # below this, PDQ hashes of flat images match far too easily
@@ -108,9 +110,6 @@ def _vector_pairs(
     query_ids: Sequence[int] | None,
     threshold: float,
 ) -> Iterable[tuple[int, int]]:
-    from workbench.errors import NotFoundError
-    from workbench.services.vectors.embed import FUSED, get_space, load_space_vectors, refresh_index
-
     try:
         space = get_space(session, project, FUSED)
     except NotFoundError:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from workbench.config import Settings
 from workbench.db.models import Item, Project
 from workbench.errors import NotFoundError, WorkbenchError
-from workbench.services.vectors.embed import (
+from workbench.services.vectors.spaces import (
     FUSED,
     default_encoder_lookup,
     get_space,

@@ -8,7 +8,7 @@ rare-class search and the mix compose with any base strategy, as in small-text.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -185,6 +185,9 @@ class Strategy(ABC):
     """A way to rank the pool. Subclasses set `name` and implement `select`."""
 
     name: ClassVar[str]
+    # Whether `select` reads the model's predictions. Batch selection asks this to decide a
+    # cold start (no model yet); a wrapper or a mix answers for its parts, per instance.
+    needs_model: bool = True
 
     @abstractmethod
     def select(self, ctx: SelectionContext, n: int) -> Selection:
@@ -193,11 +196,16 @@ class Strategy(ABC):
     def prepare(self, ctx: SelectionContext) -> None:  # noqa: B027  (a hook; most need none)
         """One-time work that later rounds reuse (clusters, an index), kept in `ctx.cache`."""
 
+    @classmethod
+    def from_spec(cls, spec: str) -> Strategy:
+        """The strategy from the text after `name:` (`mix:margin=0.7,random=0.3`)."""
+        raise WorkbenchError(f"strategy {cls.name!r} takes no `{cls.name}:...` parameters")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
-STRATEGIES: dict[str, Callable[..., Strategy]] = {}
+STRATEGIES: dict[str, type[Strategy]] = {}
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
@@ -208,19 +216,24 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 def make_strategy(name: str, **params: Any) -> Strategy:
     """A strategy by its CLI name.
 
-    `mix:cluster_margin=0.7,seals=0.2,random=0.1` makes a mix; `seals/top_positive` wraps a
-    base strategy.
-    """
-    # Importing the package registers every strategy module.
-    from workbench.services.select.strategies import mix
+    `mix:cluster_margin=0.7,seals=0.2,random=0.1` makes a mix (text after the colon goes to the
+    strategy's `from_spec`); `seals/top_positive` wraps a base strategy.
 
-    if name.startswith("mix:"):
-        return mix.MixStrategy.parse(name)
+    The registry is full whenever this module can be imported: importing it runs the package's
+    `__init__` first, which imports every strategy module.
+    """
+    head, colon, spec = name.partition(":")
+    if colon:
+        return _registered(head).from_spec(spec)
     base_name, _, inner = name.partition("/")
     if inner:
         # `seals/top_positive`: a wrapper strategy around a named base strategy.
         return make_strategy(base_name, base=inner, **params)
+    return _registered(name)(**params)
+
+
+def _registered(name: str) -> type[Strategy]:
     if name not in STRATEGIES:
         known = ", ".join(sorted(STRATEGIES))
         raise WorkbenchError(f"unknown strategy {name!r}; expected one of: {known}")
-    return STRATEGIES[name](**params)
+    return STRATEGIES[name]

@@ -136,6 +136,7 @@ class CoresetStrategy(Strategy):
     """
 
     name = "coreset"
+    needs_model = False
 
     def prepare(self, ctx: SelectionContext) -> None:
         self._distances(ctx)
@@ -211,6 +212,7 @@ class TypiClustStrategy(Strategy):
     then take the most typical item of each of the largest clusters that hold no label."""
 
     name = "typiclust"
+    needs_model = False
 
     def __init__(self, max_clusters: int = 500, neighbours: int = 20, seed: int = 0) -> None:
         self.max_clusters = max_clusters
@@ -254,6 +256,7 @@ class KMeansStrategy(Strategy):
     """Cold start by plain k-means: the item nearest each of n centroids."""
 
     name = "kmeans"
+    needs_model = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

@@ -42,13 +42,14 @@ class MixStrategy(Strategy):
             shares = {"cluster_margin": 0.7, "seals": 0.2, "random": 0.1}
         self.shares = dict(shares)
         self.parts: dict[str, Strategy] = {k: make_strategy(k) for k in self.shares}
+        self.needs_model = any(part.needs_model for part in self.parts.values())
 
     @classmethod
-    def parse(cls, spec: str) -> MixStrategy:
-        """`mix:cluster_margin=0.7,seals=0.2,random=0.1` (shares need not sum to one)."""
-        body = spec.split(":", 1)[1]
+    def from_spec(cls, spec: str) -> MixStrategy:
+        """`cluster_margin=0.7,seals=0.2,random=0.1`, the text after `mix:` (shares need not sum
+        to one)."""
         shares: dict[str, float] = {}
-        for part in filter(None, (p.strip() for p in body.split(","))):
+        for part in filter(None, (p.strip() for p in spec.split(","))):
             name, _, value = part.partition("=")
             try:
                 shares[name.strip()] = float(value)
@@ -57,7 +58,7 @@ class MixStrategy(Strategy):
                     f"mix part {part!r}: expected STRATEGY=SHARE, e.g. margin=0.7"
                 ) from None
         if not shares:
-            raise WorkbenchError(f"{spec!r}: a mix needs at least one STRATEGY=SHARE")
+            raise WorkbenchError(f"'mix:{spec}': a mix needs at least one STRATEGY=SHARE")
         return cls(shares)
 
     def select(self, ctx: SelectionContext, n: int) -> Selection:

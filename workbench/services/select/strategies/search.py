@@ -62,6 +62,8 @@ class SEALSStrategy(Strategy):
     def __init__(self, base: str | Strategy = "margin", neighbours: int = 100) -> None:
         self.base = make_strategy(base) if isinstance(base, str) else base
         self.neighbours = neighbours
+        # The search pool comes from labels alone; the ranking inside it is the base's.
+        self.needs_model = self.base.needs_model
 
     def prepare(self, ctx: SelectionContext) -> None:
         pool_index(ctx)
@@ -119,6 +121,7 @@ class QuerySeedStrategy(Strategy):
     """Cold start from a text query or example items: their nearest pool items, round robin."""
 
     name = "seed_query"
+    needs_model = False
 
     def __init__(self, query_vectors: np.ndarray, labels: list[str] | None = None) -> None:
         q = np.asarray(query_vectors, dtype=np.float32)

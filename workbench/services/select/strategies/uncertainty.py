@@ -51,6 +51,7 @@ class RandomStrategy(Strategy):
     """Uniform random picks: the unbiased sample that evaluation and calibration rely on."""
 
     name = "random"
+    needs_model = False
 
     def select(self, ctx: SelectionContext, n: int) -> Selection:
         cand = ctx.candidates()
