@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WORKBENCH_", extra="ignore")
 
     home: Path = Field(Path(".workbench"), description="folder for the SQLite file, media, indexes")
+    # repr=False: the URL may hold a password, and a logged or printed Settings must not show it.
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default sqlite:///<home>/workbench.db"
+        None, description="SQLAlchemy URL; default sqlite:///<home>/workbench.db", repr=False
     )
     sqlite_busy_timeout_ms: int = Field(30_000, gt=0)
 
@@ -63,6 +64,11 @@ class Settings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.resolved_home / "media"
+
+    @property
+    def backups_dir(self) -> Path:
+        """Copies of the SQLite file taken before each automatic schema upgrade."""
+        return self.resolved_home / "backups"
 
     @property
     def staging_dir(self) -> Path:

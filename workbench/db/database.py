@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +18,8 @@ class Database:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    # The copy taken before this open upgraded the SQLite schema, if it did.
+    schema_backup: Path | None = None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -26,6 +29,16 @@ def open_database(settings: Settings | None = None, *, check_schema: bool = True
     settings = settings or get_settings()
     settings.resolved_home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    backup = None
     if check_schema:
-        ensure_current(engine, auto_upgrade=engine.dialect.name == "sqlite")
-    return Database(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+        backup = ensure_current(
+            engine,
+            auto_upgrade=engine.dialect.name == "sqlite",
+            backup_dir=settings.backups_dir,
+        )
+    return Database(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        schema_backup=backup,
+    )
