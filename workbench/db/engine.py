@@ -5,14 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+
+from workbench.errors import WorkbenchError
+
+_ESCAPE_HINT = "write characters such as @ : / % in the user name or password as %40 %3A %2F %25"
+
+
+def parse_url(url: str) -> URL:
+    """Parse a database URL; a malformed one fails with a message that never shows it.
+
+    Why not show it: the parser's own messages quote the piece it choked on, which for an
+    unescaped `/` or `@` is part of the password.
+    """
+    scheme = url.split("://", 1)[0] if "://" in url else "?"
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        raise WorkbenchError(
+            f"the database URL ({scheme}://...) cannot be parsed: {_ESCAPE_HINT}"
+        ) from None
+    if u.host and "@" in u.host:
+        # `user:p@ss@host` parses, with `ss@host` as the host: the connection error would name it.
+        raise WorkbenchError(
+            f"the database URL ({scheme}://...) has an unescaped @: {_ESCAPE_HINT}"
+        )
+    return u
 
 
 def normalise_url(url: str) -> str:
     """Accept `postgres://` and `postgresql://` and use the psycopg 3 driver for both."""
-    u = make_url(url)
+    u = parse_url(url)
     if u.drivername in ("postgres", "postgresql"):
         u = u.set(drivername="postgresql+psycopg")
     return u.render_as_string(hide_password=False)
