@@ -68,7 +68,7 @@ def _seed(home: Path, url: str) -> None:
     from workbench.db.database import open_database
     from workbench.db.models import MediaAsset, Modality, Role
     from workbench.services.audit import Actor
-    from workbench.services.queue.lease import NewEntry, enqueue
+    from workbench.services.queue.enqueue import NewEntry, enqueue
     from workbench.services.users import add_user
 
     db = open_database()

@@ -18,8 +18,8 @@ from workbench.db.migrate import upgrade
 from workbench.db.models import Label, Lease, LeaseStatus, QueueEntry
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor
-from workbench.services.projects import set_project_setting
-from workbench.services.queue.lease import NewEntry, enqueue
+from workbench.services.projects import get_project, set_project_setting
+from workbench.services.queue.enqueue import NewEntry, enqueue
 from workbench.services.review import flow as review
 
 pytestmark = pytest.mark.postgres
@@ -54,17 +54,17 @@ def test_many_reviewers_at_once_meet_overlap_without_loss_or_duplicates(
         try:
             while True:
                 with db.sessions.begin() as s:
-                    project = review.get_project_by_name(s, "conc")
+                    project = get_project(s, "conc")
                     item = review.current_item(s, project, actor)
                     if item is None:
                         return
                     if dies:
                         return  # holds the lease and never comes back
-                    data = review.label_input({"decision": "not_violating"}, item.idempotency_key)
+                    form = review.ReviewForm(decision="not_violating")
                     assert item.lease_id is not None
-                    result = review.submit_review(s, project, actor, item.lease_id, data)
+                    result = review.submit_review(s, project, actor, item.lease_id, form)
                     # A retry of the same submission (a double click) changes nothing.
-                    again = review.submit_review(s, project, actor, item.lease_id, data)
+                    again = review.submit_review(s, project, actor, item.lease_id, form)
                     assert again.label_id == result.label_id and not again.created
                 with lock:
                     acknowledged.append(result.label_id)

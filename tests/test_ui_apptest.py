@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from workbench.db.database import Database
 from workbench.db.models import Label, Role
 from workbench.services.audit import Actor
-from workbench.services.queue.lease import NewEntry, enqueue
+from workbench.services.queue.enqueue import NewEntry, enqueue
 from workbench.services.users import add_user
 
 APP = str(Path(__file__).resolve().parents[1] / "workbench" / "ui" / "app.py")
@@ -86,8 +86,16 @@ def test_violating_without_rationale_shows_the_problem_and_keeps_the_item(app_db
     _run(at)
     next(b for b in at.button if b.label.startswith("Submit")).click()
     _run(at)
-    assert any("rationale" in t.value or "policy" in t.value for t in at.text)
-    assert XSS in [t.value for t in at.text]
+    # The error box, then each problem on a line of its own, naming its field.
+    assert [e.value for e in at.error] == ["Could not do that:"]
+    texts = [t.value for t in at.text]
+    assert "- field 'rationale': a reviewer's violating label needs a rationale" in texts
+    assert (
+        "- field 'policies': a violating label needs at least one policy code other than 'none'"
+        in texts
+    )
+    assert XSS in texts
+    assert next(r for r in at.radio if r.label == "Decision").value == "violating"
     with app_db.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Label)) == 0
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from workbench.db.models import LoginAttempt, Role, User, UserSession
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
 from workbench.services.users import find_user, hash_password, verify_password
 
 # Why these numbers: a person who mistypes twice is never slowed down; a guesser is slowed
@@ -279,21 +279,3 @@ def reset_exposure(session: Session, session_id: int) -> None:
         .values(items_reviewed=0)
         .execution_options(synchronize_session=False)
     )
-
-
-@dataclass(frozen=True)
-class Account:
-    name: str
-    role: Role
-    disabled: bool
-    can_log_in: bool
-    created_at: datetime
-
-
-def list_accounts(session: Session, actor: Actor) -> list[Account]:
-    """Every user, for the admin page (no hashes leave the service)."""
-    require_role(actor, Role.admin, action="list user accounts")
-    return [
-        Account(u.name, u.role, u.disabled, u.password_hash is not None, u.created_at)
-        for u in session.scalars(select(User).order_by(User.name))
-    ]

@@ -1,4 +1,4 @@
-"""Projects and their typed settings."""
+"""Projects, their typed settings, and who may read and change those settings."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from workbench.db.models import Project
+from workbench.db.models import Project, Role
 from workbench.errors import NotFoundError, Problem, WorkbenchError
 from workbench.schemas import SETTING_KEYS_HELP, ProjectSettings, TaxonomySpec
-from workbench.services.audit import Actor, record_event
+from workbench.services.audit import Actor, record_event, require_role
 from workbench.services.taxonomy import add_policy_version, default_taxonomy
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -29,6 +29,11 @@ def get_project(session: Session, name: str) -> Project:
 
 def find_project(session: Session, name: str) -> Project | None:
     return session.scalar(select(Project).where(Project.name == name))
+
+
+def project_names(session: Session) -> list[str]:
+    """Every project, by name, for a page's project picker."""
+    return list(session.scalars(select(Project.name).order_by(Project.name)))
 
 
 def create_project(
@@ -72,10 +77,20 @@ def project_settings(project: Project) -> ProjectSettings:
     return ProjectSettings.model_validate(project.settings or {})
 
 
+def project_settings_view(session: Session, project: Project, actor: Actor) -> dict[str, Any]:
+    """The settings as JSON values, for leads, engineers and admins."""
+    require_role(actor, Role.lead, Role.engineer, Role.admin, action="view project settings")
+    return project_settings(project).model_dump(mode="json")
+
+
 def set_project_setting(
     session: Session, project: Project, key: str, value: Any, actor: Actor
 ) -> ProjectSettings:
-    """Set one dotted key (`batch_size`, `encoders.text`) after full validation."""
+    """Set one dotted key (`batch_size`, `encoders.text`) after full validation.
+
+    Engineers (selection mix, batch size) and admins may; the CLI acts as the system actor.
+    """
+    require_role(actor, Role.engineer, Role.admin, action="change project settings")
     current = project_settings(project).model_dump(mode="json")
     parts = key.split(".")
     node: Any = current

@@ -11,10 +11,10 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from workbench.db.models import Policy, PolicyVersion, Project
+from workbench.db.models import Policy, PolicyVersion, Project, Role
 from workbench.errors import NotFoundError, Problem, WorkbenchError
 from workbench.schemas import TaxonomySpec
-from workbench.services.audit import Actor, record_event
+from workbench.services.audit import Actor, record_event, require_role
 from workbench.taxonomy import default_taxonomy_json
 
 
@@ -33,14 +33,21 @@ def parse_taxonomy(data: Any, *, source: str) -> TaxonomySpec:
         raise WorkbenchError(f"{source}: not a valid taxonomy", problems) from None
 
 
+def parse_taxonomy_json(raw: bytes, *, source: str) -> TaxonomySpec:
+    """A taxonomy from the bytes of a JSON file (read from disk or uploaded in the browser)."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkbenchError(f"{source}: not a JSON file: {exc}") from None
+    return parse_taxonomy(data, source=source)
+
+
 def load_taxonomy_file(path: Path) -> TaxonomySpec:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise WorkbenchError(f"{path}: no such taxonomy file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WorkbenchError(f"{path}: not a JSON file: {exc}") from None
-    return parse_taxonomy(data, source=str(path))
+    return parse_taxonomy_json(raw, source=str(path))
 
 
 def default_taxonomy() -> TaxonomySpec:
@@ -151,3 +158,20 @@ def policy_version_as_dict(pv: PolicyVersion) -> dict[str, Any]:
             for p in pv.policies
         ],
     }
+
+
+def load_taxonomy_version(
+    session: Session, project: Project, actor: Actor, raw: bytes, source: str
+) -> int:
+    """Add a policy taxonomy version from an uploaded JSON file (admins); its version number."""
+    require_role(actor, Role.admin, action="load a policy taxonomy")
+    pv, _created = add_policy_version(
+        session, project, parse_taxonomy_json(raw, source=source), actor
+    )
+    return pv.version
+
+
+def taxonomy_versions(session: Session, project: Project, actor: Actor) -> list[dict[str, Any]]:
+    """Every version of the project's taxonomy, oldest first, for leads, engineers and admins."""
+    require_role(actor, Role.lead, Role.engineer, Role.admin, action="view taxonomy versions")
+    return [policy_version_as_dict(pv) for pv in list_policy_versions(session, project)]

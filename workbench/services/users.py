@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 
 from argon2 import PasswordHasher
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from workbench.db.models import Role, User, UserSession
 from workbench.db.types import utcnow
-from workbench.errors import NotFoundError, WorkbenchError
+from workbench.errors import NotFoundError, PermissionDenied, WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
 
 _hasher = PasswordHasher()
@@ -63,6 +64,36 @@ def get_user(session: Session, name: str) -> User:
     if user is None:
         raise NotFoundError(f"no user named {name!r}")
     return user
+
+
+def reviewing_user(session: Session, actor: Actor) -> User:
+    """The user behind `actor`, who must be an enabled reviewer: leases, drafts and wellbeing
+    flags belong to a person, never to the system actor."""
+    require_role(actor, Role.reviewer, action="review items")
+    if actor.user_id is None:
+        raise PermissionDenied(f"{actor.name} is not a user and cannot hold review leases")
+    user = session.get(User, actor.user_id)
+    if user is None or user.disabled:
+        raise PermissionDenied(f"{actor.name} may not review: the account is missing or disabled")
+    return user
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    role: Role
+    disabled: bool
+    can_log_in: bool
+    created_at: datetime
+
+
+def list_accounts(session: Session, actor: Actor) -> list[Account]:
+    """Every user, for the admin page (no hashes leave the service)."""
+    require_role(actor, Role.admin, action="list user accounts")
+    return [
+        Account(u.name, u.role, u.disabled, u.password_hash is not None, u.created_at)
+        for u in session.scalars(select(User).order_by(User.name))
+    ]
 
 
 def add_user(

@@ -17,8 +17,7 @@ from workbench.db.database import Database, open_database
 from workbench.db.models import Project
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser, resolve_session
-from workbench.services.projects import get_project
-from workbench.services.review.flow import project_names
+from workbench.services.projects import get_project, project_names
 
 TOKEN = "auth_token"
 

@@ -9,9 +9,17 @@ import streamlit as st
 
 from workbench.db.models import Role
 from workbench.errors import WorkbenchError
-from workbench.services.auth import SessionUser, list_accounts
-from workbench.services.review import flow as review
-from workbench.services.users import add_user, get_user, set_disabled, set_password, set_role
+from workbench.services.auth import SessionUser
+from workbench.services.projects import project_settings_view, set_project_setting
+from workbench.services.taxonomy import load_taxonomy_version, taxonomy_versions
+from workbench.services.users import (
+    add_user,
+    get_user,
+    list_accounts,
+    set_disabled,
+    set_password,
+    set_role,
+)
 from workbench.ui.state import load_project, show_error, tx
 
 ROLES = [r.value for r in Role]
@@ -66,7 +74,7 @@ def _taxonomy(me: SessionUser, project_name: str) -> None:
     st.subheader("Policy taxonomy")
     try:
         with tx() as s:
-            versions = review.taxonomy_versions(s, load_project(s, project_name), me.actor)
+            versions = taxonomy_versions(s, load_project(s, project_name), me.actor)
     except WorkbenchError as exc:
         show_error(exc)
         return
@@ -77,7 +85,7 @@ def _taxonomy(me: SessionUser, project_name: str) -> None:
     if upload is not None and st.button("Load this taxonomy"):
         try:
             with tx() as s:
-                n = review.load_taxonomy_version(
+                n = load_taxonomy_version(
                     s, load_project(s, project_name), me.actor, upload.getvalue(), upload.name
                 )
             st.success(f"Taxonomy version {n} is now current.")
@@ -88,7 +96,7 @@ def _taxonomy(me: SessionUser, project_name: str) -> None:
 def _settings(me: SessionUser, project_name: str) -> None:
     st.subheader("Project settings")
     with tx() as s:
-        settings = review.project_settings_view(s, load_project(s, project_name), me.actor)
+        settings = project_settings_view(s, load_project(s, project_name), me.actor)
     st.code(json.dumps(settings, indent=1), language=None)
     with st.form("setting"):
         key = st.text_input("Setting (dotted key, e.g. overlap_k)")
@@ -100,9 +108,7 @@ def _settings(me: SessionUser, project_name: str) -> None:
                 except json.JSONDecodeError:
                     parsed = value
                 with tx() as s:
-                    review.change_project_setting(
-                        s, load_project(s, project_name), me.actor, key, parsed
-                    )
+                    set_project_setting(s, load_project(s, project_name), key, parsed, me.actor)
                 st.success(f"Set {key}.")
             except WorkbenchError as exc:
                 show_error(exc)

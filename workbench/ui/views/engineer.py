@@ -1,8 +1,5 @@
 """The engineer's page: launch a retrain round (run by `workbench worker`, never here), follow
 its progress and log, compare model versions, set the selection mix and batch size, fill the queue.
-
-The round, model and selection services are imported when the page runs, so the page works (and
-says what is missing) before they exist.
 """
 
 from __future__ import annotations
@@ -14,17 +11,15 @@ import streamlit as st
 
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
-from workbench.services.review import flow as review
+from workbench.services.projects import project_settings_view, set_project_setting
+from workbench.services.select.batch import select_batch
+from workbench.services.train import rounds
+from workbench.services.train.train import list_model_versions
 from workbench.ui.state import database, load_project, show_error, tx
 
 
 def _rounds_section(me: SessionUser, project_name: str) -> None:
     st.subheader("Retrain rounds")
-    try:
-        from workbench.services.train import rounds
-    except ImportError:
-        st.info("Retrain rounds are not available yet in this installation.")
-        return
     if st.button("Launch a retrain round"):
         try:
             with tx() as s:
@@ -61,11 +56,6 @@ def _rounds_section(me: SessionUser, project_name: str) -> None:
 
 def _models_section(project_name: str) -> None:
     st.subheader("Model versions")
-    try:
-        from workbench.services.train.train import list_model_versions
-    except ImportError:
-        st.info("Model versions are not available yet in this installation.")
-        return
     with tx() as s:
         versions = list_model_versions(s, load_project(s, project_name))
     if not versions:
@@ -88,7 +78,7 @@ def _selection_section(me: SessionUser, project_name: str) -> None:
     st.subheader("Selection")
     try:
         with tx() as s:
-            settings = review.project_settings_view(s, load_project(s, project_name), me.actor)
+            settings = project_settings_view(s, load_project(s, project_name), me.actor)
     except WorkbenchError as exc:
         show_error(exc)
         return
@@ -104,17 +94,12 @@ def _selection_section(me: SessionUser, project_name: str) -> None:
                 raise WorkbenchError(f"selection mix is not JSON: {exc}") from None
             with tx() as s:
                 project = load_project(s, project_name)
-                review.change_project_setting(s, project, me.actor, "selection_mix", mix_value)
-                review.change_project_setting(s, project, me.actor, "batch_size", int(batch))
+                set_project_setting(s, project, "selection_mix", mix_value, me.actor)
+                set_project_setting(s, project, "batch_size", int(batch), me.actor)
             st.success("Saved.")
         except WorkbenchError as exc:
             show_error(exc)
     if st.button("Fill the queue (one batch)"):
-        try:
-            from workbench.services.select.batch import select_batch
-        except ImportError:
-            st.info("Selection is not available yet in this installation.")
-            return
         try:
             with st.spinner("Selecting..."):
                 result = select_batch(database(), project_name, None, None, me.actor)

@@ -5,6 +5,7 @@ mislabels and the audit trail as CSV."""
 from __future__ import annotations
 
 import tempfile
+from dataclasses import asdict
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -17,8 +18,7 @@ from workbench.services.quality import charts
 from workbench.services.quality.agreement import AgreementField
 from workbench.services.quality.audit_export import AuditFilter, export_audit_csv
 from workbench.services.quality.mislabels import find_mislabels
-from workbench.services.queue.lease import queue_health
-from workbench.services.review import flow as review
+from workbench.services.quality.overview import lead_overview
 from workbench.ui.state import database, load_project, show_error, tx
 
 ALL_PAIRS = "(all pairs)"
@@ -28,16 +28,11 @@ def render(me: SessionUser, project_name: str) -> None:
     st.title("Lead")
     try:
         with tx() as s:
-            project = load_project(s, project_name)
-            # Reading stats is role-checked in the review service; queue health rides along.
-            stats = review.reviewer_stats(s, project, me.actor)
-            health = queue_health(s, project)
-            overlap = review.overlap_items(s, project, me.actor)
-            flags = review.affected_counts(s, project, me.actor)
-            table = review.spot_check_table(s, project, me.actor)
+            overview = lead_overview(s, load_project(s, project_name), me.actor)
     except WorkbenchError as exc:
         show_error(exc)
         return
+    health = overview.queue
     st.subheader("Queue health")
     cols = st.columns(5)
     cols[0].metric("Pending", health["pending"])
@@ -53,29 +48,29 @@ def render(me: SessionUser, project_name: str) -> None:
             [
                 {"reviewer": r.reviewer, "labels": r.labels, "skips": r.skips,
                  "median seconds": r.median_seconds, **r.decisions}
-                for r in stats
+                for r in overview.reviewers
             ]
         ),
         hide_index=True,
     )  # fmt: skip
+    flags = overview.affected
     st.subheader('"This affected me"')
-    st.text(f"{flags['flags']} flags on {flags['items']} items from {flags['reviewers']} reviewers")
+    st.text(f"{flags.flags} flags on {flags.items} items from {flags.reviewers} reviewers")
 
     st.subheader("Overlap items")
     st.dataframe(
         pd.DataFrame(
             [
-                {"item": o["external_id"], "target": o["overlap_target"],
-                 "completed": o["completed"],
-                 "labels": "; ".join(f"{x['reviewer']}: {x['decision']}" for x in o["labels"])}
-                for o in overlap
+                {"item": o.external_id, "target": o.overlap_target, "completed": o.completed,
+                 "labels": "; ".join(f"{x.reviewer}: {x.decision}" for x in o.labels)}
+                for o in overview.overlap
             ]
         ),
         hide_index=True,
     )  # fmt: skip
 
     st.subheader("Spot checks")
-    frame = pd.DataFrame(table)
+    frame = pd.DataFrame([asdict(r) for r in overview.spot_checks])
     event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="single-row")
     rows = event.selection.rows if event is not None else []
     if rows:

@@ -11,6 +11,9 @@ from workbench.db.models import Decision
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser, reset_exposure
 from workbench.services.review import flow as review
+from workbench.services.review import wellbeing
+from workbench.services.review.flow import ReviewForm, ReviewItem
+from workbench.services.review.media_view import display_image
 from workbench.ui import shortcuts
 from workbench.ui.state import database, load_project, show_error, tx
 
@@ -58,71 +61,67 @@ def _spans_text(spans: list[dict[str, Any]]) -> str:
     return ", ".join(out)
 
 
-def _form_values(form: str, codes: list[str]) -> dict[str, Any]:
+def _form(form: str, codes: list[str], media: bool, *, strict: bool) -> ReviewForm:
+    """The widgets' values as a typed form. Half-typed spans raise when `strict` (a submission);
+    for a draft they stay in their field and are left out of the saved form."""
     ss = st.session_state
-    return {
-        "decision": ss.get(_k(form, "decision")),
-        "policies": [c for c in codes if ss.get(_k(form, f"policy-{c}"))],
-        "severity": ss.get(_k(form, "severity")),
-        "rationale": ss.get(_k(form, "rationale")) or "",
-        "spans_text": ss.get(_k(form, "spans")) or "",
-        "confidence": ss.get(_k(form, "confidence")),
-    }
-
-
-def _as_draft(values: dict[str, Any], media: bool) -> dict[str, Any]:
-    draft = {k: v for k, v in values.items() if k != "spans_text"}
+    spans_text = ss.get(_k(form, "spans")) or ""
     try:
-        draft["spans"] = _parse_spans(values["spans_text"], media)
+        spans = _parse_spans(spans_text, media)
     except WorkbenchError:
-        draft["spans"] = []  # half-typed spans are kept in the field, not in the draft's list
-    return {k: v for k, v in draft.items() if v not in (None, "", [])}
+        if strict:
+            raise
+        spans = []
+    return ReviewForm(
+        decision=ss.get(_k(form, "decision")),
+        policies=tuple(c for c in codes if ss.get(_k(form, f"policy-{c}"))),
+        severity=ss.get(_k(form, "severity")),
+        rationale=ss.get(_k(form, "rationale")) or "",
+        spans=tuple(spans),
+        confidence=ss.get(_k(form, "confidence")),
+    )
 
 
-def _init_widgets(form: str, item: review.ReviewItem) -> None:
+def _init_widgets(form: str, item: ReviewItem) -> None:
     """Fill a fresh form from the saved draft (after a reload, a login or an undo)."""
     ss = st.session_state
     if ss.get(_k(form, "init")):
         return
     d = item.draft
-    ss[_k(form, "decision")] = d.get("decision")
+    ss[_k(form, "decision")] = d.decision
     for p in item.policies:
-        ss[_k(form, f"policy-{p.code}")] = p.code in (d.get("policies") or [])
-    ss[_k(form, "severity")] = d.get("severity")
-    ss[_k(form, "rationale")] = d.get("rationale") or ""
-    ss[_k(form, "spans")] = _spans_text(d.get("spans") or [])
-    ss[_k(form, "confidence")] = d.get("confidence")
+        ss[_k(form, f"policy-{p.code}")] = p.code in d.policies
+    ss[_k(form, "severity")] = d.severity
+    ss[_k(form, "rationale")] = d.rationale
+    ss[_k(form, "spans")] = _spans_text(list(d.spans))
+    ss[_k(form, "confidence")] = d.confidence
     ss[_k(form, "init")] = True
 
 
-def _save(me: SessionUser, project_name: str, item: review.ReviewItem, media: bool) -> None:
-    form = item.idempotency_key
-    values = _form_values(form, [p.code for p in item.policies])
+def _save(me: SessionUser, project_name: str, item: ReviewItem, media: bool) -> None:
+    codes = [p.code for p in item.policies]
     try:
+        form = _form(item.idempotency_key, codes, media, strict=False)
         with tx() as s:
-            project = load_project(s, project_name)
-            review.save_draft(s, project, me.actor, item.item_id, _as_draft(values, media))
+            review.save_draft(s, load_project(s, project_name), me.actor, item.item_id, form)
     except WorkbenchError as exc:
         st.session_state["review_error"] = exc
 
 
-def _submit(me: SessionUser, project_name: str, item: review.ReviewItem, media: bool) -> None:
-    form = item.idempotency_key
-    values = _form_values(form, [p.code for p in item.policies])
+def _submit(me: SessionUser, project_name: str, item: ReviewItem, media: bool) -> None:
+    codes = [p.code for p in item.policies]
     try:
-        form_data = _as_draft(values, media)
-        form_data["spans"] = _parse_spans(values["spans_text"], media)
+        form = _form(item.idempotency_key, codes, media, strict=True)
         with tx() as s:
             project = load_project(s, project_name)
-            data = review.label_input(form_data, item.idempotency_key)
             if item.supersedes_label_id is not None:
                 result = review.submit_correction(
-                    s, project, me.actor, item.supersedes_label_id, data
+                    s, project, me.actor, item.supersedes_label_id, form
                 )
             else:
                 assert item.lease_id is not None
                 result = review.submit_review(
-                    s, project, me.actor, item.lease_id, data, session_id=me.session_id
+                    s, project, me.actor, item.lease_id, form, session_id=me.session_id
                 )
         st.session_state["last_result"] = result
         st.session_state.pop("review_error", None)
@@ -132,7 +131,7 @@ def _submit(me: SessionUser, project_name: str, item: review.ReviewItem, media: 
         st.session_state["review_error"] = exc
 
 
-def _skip(me: SessionUser, project_name: str, item: review.ReviewItem) -> None:
+def _skip(me: SessionUser, project_name: str, item: ReviewItem) -> None:
     reason = st.session_state.get(_k(item.idempotency_key, "skip_reason")) or ""
     try:
         with tx() as s:
@@ -158,10 +157,10 @@ def _undo(me: SessionUser, project_name: str) -> None:
 
 def _flag(me: SessionUser, project_name: str, item_id: int) -> None:
     with tx() as s:
-        review.flag_affected(s, load_project(s, project_name), me.actor, item_id)
+        wellbeing.flag_affected(s, load_project(s, project_name), me.actor, item_id)
 
 
-def _show_content(item: review.ReviewItem, wellbeing: review.WellbeingSettings) -> None:
+def _show_content(item: ReviewItem, protection: wellbeing.WellbeingSettings) -> None:
     # st.text never interprets Markdown or HTML: user content stays inert, whatever it holds.
     if item.text:
         st.text(item.text)
@@ -170,12 +169,12 @@ def _show_content(item: review.ReviewItem, wellbeing: review.WellbeingSettings) 
         if asset.modality == "image":
             reveal_key = f"reveal::{item.item_id}"
             revealed = st.session_state.get(reveal_key, False)
-            protect = not revealed and (wellbeing.blur_images or wellbeing.greyscale_images)
+            protect = not revealed and (protection.blur_images or protection.greyscale_images)
             try:
-                path = review.display_image(
+                path = display_image(
                     asset.path, asset.sha256, cache,
-                    blur=protect and wellbeing.blur_images,
-                    greyscale=protect and wellbeing.greyscale_images,
+                    blur=protect and protection.blur_images,
+                    greyscale=protect and protection.greyscale_images,
                 )  # fmt: skip
             except OSError as exc:
                 st.text(f"image cannot be shown: {exc}")
@@ -198,7 +197,7 @@ def render(me: SessionUser, project_name: str) -> None:
     try:
         with tx() as s:
             project = load_project(s, project_name)
-            wellbeing = review.wellbeing_settings(s, me.actor)
+            protection = wellbeing.wellbeing_settings(s, me.actor)
             item = review.current_item(
                 s, project, me.actor, media_root=database().settings.media_dir
             )
@@ -215,7 +214,7 @@ def render(me: SessionUser, project_name: str) -> None:
         sug = last.model_suggestion
         if sug.get("available"):
             st.info(f"Model's suggestion for the item you just labelled: score {sug['score']}")
-    if wellbeing.exposure_cap is not None and me.items_reviewed >= wellbeing.exposure_cap:
+    if wellbeing.break_due(protection, me.items_reviewed):
         st.warning(
             f"You have reviewed {me.items_reviewed} items in this session. Time for a break."
         )
@@ -242,7 +241,7 @@ def render(me: SessionUser, project_name: str) -> None:
         if item.supersedes_label_id is not None:
             st.warning("Correcting your earlier label of this item (undo).")
         st.caption(f"Item {item.external_id}")
-        _show_content(item, wellbeing)
+        _show_content(item, protection)
         if item.flagged_affected:
             st.caption("You marked this item as affecting you.")
         else:

@@ -6,14 +6,14 @@ import streamlit as st
 
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
-from workbench.services.review import flow as review
+from workbench.services.review import wellbeing
 from workbench.ui.state import show_error, tx
 
 
 def render(me: SessionUser) -> None:
     st.title("My settings")
     with tx() as s:
-        current = review.wellbeing_settings(s, me.actor)
+        current = wellbeing.wellbeing_settings(s, me.actor)
     with st.form("wellbeing"):
         blur = st.checkbox("Blur images until I reveal them", value=current.blur_images)
         grey = st.checkbox(
@@ -29,8 +29,10 @@ def render(me: SessionUser) -> None:
     if saved:
         try:
             with tx() as s:
-                review.update_wellbeing_settings(
-                    s, me.actor, review.WellbeingSettings(blur, grey, int(cap) if cap_on else None)
+                wellbeing.update_wellbeing_settings(
+                    s,
+                    me.actor,
+                    wellbeing.WellbeingSettings(blur, grey, int(cap) if cap_on else None),
                 )
             st.success("Saved.")
         except WorkbenchError as exc:
