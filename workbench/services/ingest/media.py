@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import puremagic
+from PIL import Image, UnidentifiedImageError
+
 from workbench.config import IngestLimits
 from workbench.db.models import Modality
 from workbench.errors import Problem, WorkbenchError
@@ -134,8 +137,6 @@ def _looks_like_mp3_frame(head: bytes) -> bool:
 
 def sniff(head: bytes) -> Sniffed:
     """Name the format of a file from its first bytes (`head`), never from its name."""
-    import puremagic
-
     if not head:
         return Sniffed(None, "an empty file")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
@@ -228,8 +229,6 @@ def probe_media(path: Path, limits: IngestLimits, expect: Modality | None = None
 
 
 def _check_image(path: Path, media_type: MediaType, limits: IngestLimits) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
     assert media_type.pillow_format is not None
     formats = [media_type.pillow_format]
     try:
@@ -296,6 +295,7 @@ def _check_av(
     path: Path, media_type: MediaType, limits: IngestLimits
 ) -> tuple[tuple[int, int] | None, float]:
     """Open with the sniffed demuxer, find the stream, demux to the end, decode; return size+s."""
+    # Deferred: PyAV loads the FFmpeg libraries (~0.25 s), which only audio and video need.
     import av
 
     want = media_type.modality.value

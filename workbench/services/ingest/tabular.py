@@ -167,6 +167,7 @@ def _iter_csv(path: Path, name: str) -> Iterator[Record | Problem]:
 
 
 def _iter_parquet(path: Path, name: str) -> Iterator[Record | Problem]:
+    # Deferred: pyarrow takes ~0.3 s to load, and only Parquet manifests need it.
     import pyarrow.parquet as pq
 
     try:
