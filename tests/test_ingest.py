@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import ctypes
 import hashlib
 import json
 import multiprocessing
@@ -28,12 +29,14 @@ from media_factory import (
 )
 from PIL import Image
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from workbench.config import Settings
-from workbench.db.database import Database
+from workbench.db.database import Database, open_database
 from workbench.db.models import AuditEvent, Item, MediaAsset, Project
 from workbench.errors import Problem, WorkbenchError
 from workbench.services.audit import Actor
+from workbench.services.ingest.media import probe_media
 from workbench.services.ingest.media_store import StagingRun, recover_staging, store_path_for
 from workbench.services.ingest.write import IngestReport, ingest_path
 
@@ -524,12 +527,123 @@ def test_unreadable_manifest_is_an_error(sqlite_db, tmp_path) -> None:
     assert_nothing_written(sqlite_db)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_manifest_without_read_permission_is_an_error(sqlite_db, tmp_path) -> None:
-    manifest = write_jsonl(tmp_path / "m.jsonl", [{"external_id": "a", "text": "x"}])
-    manifest.chmod(0)
-    with pytest.raises(WorkbenchError, match="permission denied"):
-        ingest(sqlite_db, manifest)
+# --- unreadable files, met without root's power to read anything -------------------------------
+
+_CAP_DAC_OVERRIDE = 1
+_CAP_DAC_READ_SEARCH = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _drop_root_file_access() -> None:
+    """Take CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from this process (effective, permitted,
+    inheritable), so that even as root it obeys file modes, `access(2)` included.
+
+    Why not become `nobody`: the interpreter's standard library may sit in root's private home
+    (pyenv under /root here), and a `nobody` child fails on its first import not yet loaded."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)  # version, pid 0 = self
+    sets = (ctypes.c_uint32 * 6)()  # {effective, permitted, inheritable} for caps 0-31, 32-63
+    if libc.capget(header, sets) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    keep = ~((1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH)) & 0xFFFFFFFF
+    for i in range(3):
+        sets[i] &= keep
+    if libc.capset(header, sets) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def _ingest_without_root_file_access(db: Database, source: Path) -> dict[str, Any]:
+    """Ingest `source` in a forked child that, when the tests run as root (CI does), first loses
+    root's power to read every file whatever its mode. Returns what the child saw."""
+    receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
+
+    def target() -> None:
+        try:
+            if os.geteuid() == 0:
+                _drop_root_file_access()
+            db.engine.dispose(close=False)  # the parent's pooled connections stay the parent's
+            try:
+                report = ingest(db, source)
+                send.send({"report": report.as_dict()})
+            except WorkbenchError as exc:
+                send.send({"error": str(exc), "problems": [p.as_dict() for p in exc.problems]})
+        except BaseException as exc:
+            send.send({"crash": repr(exc)})
+        finally:
+            os._exit(0)
+
+    proc = multiprocessing.get_context("fork").Process(target=target)
+    proc.start()
+    try:
+        assert receive.poll(120), "the child ingest sent nothing back"
+        return receive.recv()
+    finally:
+        proc.join(30)
+
+
+def _unreadable_manifest(tmp: Path) -> tuple[Path, Path]:
+    make_image(tmp / "good.png")
+    manifest = write_jsonl(tmp / "m.jsonl", [{"external_id": "good", "image": "good.png"}])
+    return manifest, manifest
+
+
+def _unreadable_media_in_manifest(tmp: Path) -> tuple[Path, Path]:
+    make_image(tmp / "good.png")
+    make_image(tmp / "secret.png", seed=2)
+    manifest = write_jsonl(
+        tmp / "m.jsonl",
+        [
+            {"external_id": "good", "image": "good.png"},
+            {"external_id": "bad", "image": "secret.png"},
+        ],
+    )
+    return manifest, tmp / "secret.png"
+
+
+def _unreadable_file_in_folder(tmp: Path) -> tuple[Path, Path]:
+    make_image(tmp / "f/good.png")
+    make_image(tmp / "f/secret.png", seed=2)
+    return tmp / "f", tmp / "f/secret.png"
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        pytest.param(_unreadable_manifest, None, id="manifest"),
+        pytest.param(
+            _unreadable_media_in_manifest,
+            {"line": 2, "external_id": "bad", "field": "image"},
+            id="media-named-by-manifest",
+        ),
+        pytest.param(
+            _unreadable_file_in_folder,
+            {"line": None, "external_id": "secret.png", "field": None},
+            id="file-in-folder",
+        ),
+    ],
+)
+def test_unreadable_file_is_reported_where_it_is_and_nothing_is_written(
+    db: Database,
+    tmp_path: Path,
+    make: Callable[[Path], tuple[Path, Path]],
+    expected: dict[str, Any] | None,
+) -> None:
+    source, unreadable = make(tmp_path / "data")
+    unreadable.chmod(0)
+
+    outcome = _ingest_without_root_file_access(db, source)
+
+    assert "crash" not in outcome, outcome
+    assert "error" in outcome, f"the unreadable file went unnoticed: {outcome}"
+    if expected is None:  # the manifest itself: the run stops, naming it
+        assert outcome["error"] == f"{source}: cannot be read (permission denied)"
+        assert outcome["problems"] == []
+    else:  # one bad row among readable ones, located
+        (problem,) = outcome["problems"]
+        assert {k: problem[k] for k in expected} == expected
+        assert "cannot be read" in problem["reason"]
+        assert "permission denied" in problem["reason"].lower()
+    assert_nothing_written(db)
 
 
 def test_folder_symlink_outside_is_an_error(sqlite_db, tmp_path) -> None:
@@ -783,10 +897,6 @@ def _crash_in_child(where: str, manifest: Path) -> int:
     """Run an ingest in a forked process that dies (os._exit: no cleanup) at `where`."""
 
     def target() -> None:
-        from sqlalchemy.orm import Session
-
-        from workbench.db.database import open_database
-
         if where == "before_commit":
             Session.commit = lambda self: os._exit(CRASH)  # type: ignore[method-assign]
         else:
@@ -855,8 +965,6 @@ def test_recovery_leaves_a_live_run_alone(sqlite_db, tmp_path) -> None:
     run = StagingRun(sqlite_db.settings)
     try:
         make_image(tmp_path / "a.png")
-        from workbench.services.ingest.media import probe_media
-
         info = probe_media(tmp_path / "a.png", sqlite_db.settings.ingest_limits())
         assert run.stage(tmp_path / "a.png", info.sha256, info.extension)
         with sqlite_db.sessions() as s:

@@ -17,7 +17,7 @@ from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor
 from workbench.services.ingest.media_store import StagingRun, collect_garbage
 from workbench.services.ingest.write import ingest_path
-from workbench.services.review.flow import display_image
+from workbench.services.review.media_view import display_image
 
 
 def _ingest(db: Database, tmp_path: Path, name: str, image: str, update: bool = False) -> None:
