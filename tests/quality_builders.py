@@ -4,16 +4,11 @@ straight into a project's vector store (no encoder run)."""
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
-import typer
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner
 
-from workbench.cli import quality as quality_cli
 from workbench.config import Settings
 from workbench.db.models import (
     Decision,
@@ -125,24 +120,3 @@ def separable_vectors(classes: list[str], per_class: int, dim: int = 8, seed: in
         rows.append(centres[k] + rng.normal(0.0, 1.0, (per_class, dim)))
         truth += [cls] * per_class
     return np.vstack(rows).astype(np.float32), truth
-
-
-class QualityCLI:
-    """The quality commands on an app of their own (independent of the top-level wiring)."""
-
-    def __init__(self) -> None:
-        app = typer.Typer()
-        quality_cli.register(app)
-        self.app = app
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str) -> Any:
-        return self.runner.invoke(self.app, list(args), catch_exceptions=False)
-
-    def json(self, *args: str, expect: int = 0) -> dict[str, Any]:
-        result = self(*args, "--json")
-        assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr)
-        lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
-        assert len(lines) == 1, f"--json must print exactly one line, got {result.stdout!r}"
-        data: dict[str, Any] = json.loads(lines[0])
-        return data

@@ -4,22 +4,18 @@ counted-label rules and CLI output on SQLite and Postgres."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import krippendorff as krippendorff_lib
 import numpy as np
 import pytest
-import typer
+from conftest import CLI
 from sklearn.metrics import cohen_kappa_score
 from sqlalchemy.orm import Session
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss
-from typer.testing import CliRunner
 
-from workbench.cli import agreement as agreement_cli
 from workbench.db.database import Database
 from workbench.db.models import Decision, Item, Label, LabelSource, Project, Role, User
 from workbench.services.audit import Actor
@@ -350,38 +346,6 @@ def test_slices_by_policy_reviewer_language_modality_and_week(maker: LabelMaker)
 # --- the CLI ---------------------------------------------------------------------------------
 
 
-class AgreementCLI:
-    """Runs the `agreement` command in-process on an app of its own, so these tests do not
-    depend on how the top-level app is wired; stdout and stderr kept apart."""
-
-    def __init__(self) -> None:
-        app = typer.Typer()
-
-        @app.callback()
-        def root() -> None:
-            """Keeps `agreement` a subcommand."""
-
-        agreement_cli.register(app)
-        self.app = app
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str) -> Any:
-        return self.runner.invoke(self.app, list(args), catch_exceptions=False)
-
-    def json(self, *args: str, expect: int = 0) -> dict[str, Any]:
-        result = self(*args, "--json")
-        assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr)
-        lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
-        assert len(lines) == 1, f"--json must print exactly one line, got {result.stdout!r}"
-        data: dict[str, Any] = json.loads(lines[0])
-        return data
-
-
-@pytest.fixture
-def cli(home: Path) -> AgreementCLI:
-    return AgreementCLI()
-
-
 def _seed_cli_project(db: Database) -> None:
     with db.sessions.begin() as s:
         maker = LabelMaker(s, create_project(s, "p", Actor.system()))
@@ -392,7 +356,7 @@ def _seed_cli_project(db: Database) -> None:
         maker.label("i6", "ann", "violating")  # one label: counted, not pairable
 
 
-def test_agreement_cli_json_has_the_documented_keys(db: Database, cli: AgreementCLI) -> None:
+def test_agreement_cli_json_has_the_documented_keys(db: Database, cli: CLI) -> None:
     _seed_cli_project(db)
     data = cli.json("agreement", "--project", "p", "--by", "reviewer", "--resamples", "100")
     for key in ("krippendorff_alpha", "fleiss_kappa", "percent_agreement"):
@@ -407,9 +371,7 @@ def test_agreement_cli_json_has_the_documented_keys(db: Database, cli: Agreement
     assert "krippendorff_alpha_ci" in data["by"]["reviewer"]["ann"]
 
 
-def test_agreement_cli_writes_a_kappa_heatmap(
-    db: Database, cli: AgreementCLI, tmp_path: Path
-) -> None:
+def test_agreement_cli_writes_a_kappa_heatmap(db: Database, cli: CLI, tmp_path: Path) -> None:
     _seed_cli_project(db)
     png = tmp_path / "kappa.png"
     result = cli("agreement", "--project", "p", "--plot", str(png), "--resamples", "10")
@@ -417,14 +379,17 @@ def test_agreement_cli_writes_a_kappa_heatmap(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_agreement_cli_rejects_an_unknown_field_with_usage_error(
-    db: Database, cli: AgreementCLI
-) -> None:
+def test_agreement_cli_rejects_an_unknown_field_with_usage_error(db: Database, cli: CLI) -> None:
     _seed_cli_project(db)
     result = cli("agreement", "--project", "p", "--field", "colour")
-    assert result.exit_code == 2
+    assert result.exit_code == 2 and "colour" in result.stderr
 
 
-def test_agreement_cli_on_a_missing_project_fails_clearly(db: Database, cli: AgreementCLI) -> None:
+def test_agreement_cli_on_a_missing_project_fails_clearly(db: Database, cli: CLI) -> None:
     data = cli.json("agreement", "--project", "nope", expect=1)
-    assert data["ok"] is False and "nope" in data["error"]
+    assert data["ok"] is False and "no project named 'nope'" in data["error"]
+    result = cli("agreement", "--project", "nope")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert [ln for ln in result.stderr.splitlines() if ln.startswith("error:")] == [
+        f"error: {data['error']}"
+    ]

@@ -10,7 +10,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from quality_builders import Labels, QualityCLI
+from conftest import CLI
+from quality_builders import Labels
 from sqlalchemy import select
 
 from workbench.db.database import Database
@@ -190,10 +191,11 @@ def test_only_leads_and_admins_may_export(db: Database, tmp_path: Path) -> None:
     assert exported == ["lead", "admin"]
 
 
-def test_audit_export_cli_writes_the_file_and_one_json_object(db: Database, tmp_path: Path) -> None:
+def test_audit_export_cli_writes_the_file_and_one_json_object(
+    db: Database, cli: CLI, tmp_path: Path
+) -> None:
     _seed(db)
     out = tmp_path / "cli.csv"
-    cli = QualityCLI()
     data = cli.json(
         "audit", "export", "--out", str(out), "--project", "p", "--action", "label",
         "--since", "2026-11-02", "--until", "2026-11-03",
@@ -201,5 +203,28 @@ def test_audit_export_cli_writes_the_file_and_one_json_object(db: Database, tmp_
     assert data["rows"] == 2 and data["path"] == str(out)
     assert data["until"] == "2026-11-04T00:00:00+00:00"  # a bare date includes its day
     assert _read(out)["action"].tolist() == ["label.recorded", "labels.imported"]
+    with db.sessions() as s:
+        assert s.scalar(select(AuditEvent.actor).where(AuditEvent.action == "audit.exported")) == (
+            "system"
+        )
+
+
+def test_audit_export_cli_names_a_bad_date_and_writes_nothing(
+    db: Database, cli: CLI, tmp_path: Path
+) -> None:
+    _seed(db)
+    out = tmp_path / "cli.csv"
     bad = cli.json("audit", "export", "--out", str(out), "--since", "soon", expect=1)
     assert bad["ok"] is False and "--since 'soon'" in bad["error"]
+    result = cli("audit", "export", "--out", str(out), "--until", "soon")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "--until 'soon'" in errors[0]
+    assert not out.exists()
+    missing = cli.json("audit", "export", "--out", str(out), "--project", "nope", expect=1)
+    assert "no project named 'nope'" in missing["error"] and not out.exists()
+
+
+def test_audit_export_cli_needs_out_as_usage(db: Database, cli: CLI) -> None:
+    result = cli("audit", "export", "--project", "p")
+    assert result.exit_code == 2 and "--out" in result.stderr

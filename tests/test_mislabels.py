@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
-from quality_builders import Labels, QualityCLI, add_fused_vectors, separable_vectors
+from conftest import CLI
+from quality_builders import Labels, add_fused_vectors, separable_vectors
 from sqlalchemy import select, update
 
 from workbench.db.database import Database
@@ -201,19 +202,31 @@ def test_wrapper_gives_what_cleanlab_gives_on_the_same_probabilities(db: Databas
     )
 
 
-def test_mislabels_cli_reports_one_json_object_and_queues_on_request(db: Database) -> None:
+def test_mislabels_cli_reports_one_json_object_and_queues_on_request(
+    db: Database, cli: CLI
+) -> None:
     _seed(db)
-    cli = QualityCLI()
     data = cli.json("mislabels", "--project", "p", "--no-enqueue")
     assert {s["external_id"] for s in data["suspects"]} == set(FLIPPED)
     assert data["sent_back"] == 0 and _rereview_entries(db) == []
     data = cli.json("mislabels", "--project", "p", "--folds", "3")
     assert data["folds"] == 3 and data["sent_back"] == 3
+    assert {e.item_id for e in _rereview_entries(db)} == {s["item_id"] for s in data["suspects"]}
 
 
-def test_mislabels_cli_fails_cleanly_without_vectors(db: Database) -> None:
+def test_mislabels_cli_fails_cleanly_without_vectors(db: Database, cli: CLI) -> None:
     with db.sessions.begin() as s:
         lab = Labels(s, create_project(s, "p", Actor.system()))
         lab.label("a", "ann", "none")
-    data = QualityCLI().json("mislabels", "--project", "p", expect=1)
+    data = cli.json("mislabels", "--project", "p", expect=1)
     assert data["ok"] is False and "workbench embed" in data["error"]
+    result = cli("mislabels", "--project", "p")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert [ln for ln in result.stderr.splitlines() if ln.startswith("error:")] == [
+        f"error: {data['error']}"
+    ]
+
+
+def test_mislabels_cli_refuses_fewer_than_two_folds_as_usage(db: Database, cli: CLI) -> None:
+    result = cli("mislabels", "--project", "p", "--folds", "1")
+    assert result.exit_code == 2 and "--folds" in result.stderr
