@@ -9,12 +9,15 @@ import streamlit as st
 from builders import make_items, make_project
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
+from streamlit.util import calc_hash
 
 from workbench.db.database import Database
 from workbench.db.models import Label, Role
+from workbench.errors import PermissionDenied
 from workbench.services.audit import Actor
+from workbench.services.projects import get_project, set_project_setting
 from workbench.services.queue.enqueue import NewEntry, enqueue
-from workbench.services.users import add_user
+from workbench.services.users import add_user, get_user
 
 APP = str(Path(__file__).resolve().parents[1] / "workbench" / "ui" / "app.py")
 PW = "a long password"
@@ -30,6 +33,8 @@ def app_db(sqlite_db: Database) -> Database:
         enqueue(s, p, [NewEntry(i.id, priority=-n) for n, i in enumerate(items)], Actor.system())
         add_user(s, "alice", Role.reviewer, Actor.system(), password=PW)
         add_user(s, "erin", Role.engineer, Actor.system(), password=PW)
+        add_user(s, "lee", Role.lead, Actor.system(), password=PW)
+        add_user(s, "ada", Role.admin, Actor.system(), password=PW)
     return sqlite_db
 
 
@@ -37,6 +42,12 @@ def _run(at: AppTest) -> AppTest:
     # AppTest (Streamlit 1.5x) re-requests the finished page by its hash, which a default
     # st.navigation page (url "") does not match on the next run; "" asks for the default page.
     at._finished_page_script_hash = ""
+    return at.run()
+
+
+def _open(at: AppTest, url_path: str) -> AppTest:
+    # A page of st.navigation is named by the hash of its url_path, as a browser's address would.
+    at._page_hash = calc_hash(url_path)
     return at.run()
 
 
@@ -138,3 +149,45 @@ def test_the_login_and_review_pages_leave_the_statistics_libraries_unloaded() ->
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "statsmodels" in out.stdout
+
+
+def test_lead_page_shows_the_overview_read_in_one_call(app_db: Database) -> None:
+    at = _open(_login("lee"), "lead")
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Lead"]
+    assert {"Queue health", "Reviewers", "Overlap items", "Spot checks"} <= {
+        h.value for h in at.subheader
+    }
+    assert "0 flags on 0 items from 0 reviewers" in [t.value for t in at.text]
+    assert next(m for m in at.metric if m.label == "Pending").value == "3"
+
+
+def test_admin_sets_a_project_setting_from_the_admin_page(app_db: Database) -> None:
+    at = _open(_login("ada"), "admin")
+    assert not at.exception, at.exception
+    next(t for t in at.text_input if t.label.startswith("Setting")).input("batch_size")
+    next(t for t in at.text_input if t.label.startswith("Value")).input("7")
+    next(b for b in at.button if b.label == "Set").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.success] == ["Set batch_size."]
+    with app_db.sessions() as s:
+        assert get_project(s, "p").settings["batch_size"] == 7
+
+
+def test_engineer_saves_the_batch_size_and_a_lead_may_not(app_db: Database) -> None:
+    at = _open(_login("erin"), "engineer")
+    assert not at.exception, at.exception
+    at.number_input[0].set_value(9)
+    next(b for b in at.button if b.label == "Save selection settings").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.success] == ["Saved."]
+    with app_db.sessions.begin() as s:
+        project = get_project(s, "p")
+        assert project.settings["batch_size"] == 9
+        lee = get_user(s, "lee")
+        with pytest.raises(PermissionDenied):
+            set_project_setting(
+                s, project, "batch_size", 3, Actor.for_user("lee", lee.id, lee.role)
+            )

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from argon2 import PasswordHasher
 from builders import make_items
 from sqlalchemy import select
@@ -13,10 +14,11 @@ from sqlalchemy.orm import Session
 
 from workbench.db.database import Database
 from workbench.db.models import AuditEvent, Role, User
+from workbench.errors import PermissionDenied
 from workbench.services.audit import Actor
-from workbench.services.labels.record import import_labels
+from workbench.services.labels.import_ import import_labels
 from workbench.services.projects import create_project, get_project
-from workbench.services.users import verify_password
+from workbench.services.users import add_user, list_accounts, verify_password
 
 
 def user(session: Session, name: str) -> User | None:
@@ -135,3 +137,16 @@ def test_password_reset_and_disable_from_the_cli_end_the_users_sessions(
     assert cli.json("user", "disable", "gil")["sessions_ended"] == 1
     with db.sessions.begin() as s:
         assert resolve_session(s, token) is None
+
+
+def test_the_account_list_is_for_admins_and_carries_no_password_hash(db: Database) -> None:
+    with db.sessions.begin() as s:
+        admin = add_user(s, "ada", Role.admin, Actor.system(), password="long enough pw")
+        lead = add_user(s, "lee", Role.lead, Actor.system(), password=None)
+        accounts = list_accounts(s, Actor.for_user(admin.name, admin.id, admin.role))
+        assert [(a.name, a.role, a.can_log_in) for a in accounts] == [
+            ("ada", Role.admin, True), ("lee", Role.lead, False),
+        ]  # fmt: skip
+        assert "argon2" not in repr(accounts)
+        with pytest.raises(PermissionDenied):
+            list_accounts(s, Actor.for_user(lead.name, lead.id, lead.role))
