@@ -166,3 +166,44 @@ def test_warm_start_begins_from_the_previous_weights_when_classes_match(name: st
         # lbfgs's stopping tolerance).
         cold = make_head(name, random_state=0).fit(x, y)
         np.testing.assert_allclose(second.predict_proba(x), cold.predict_proba(x), atol=5e-3)
+
+
+def _three_classes(n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    return x, np.where(x[:, 0] > 0.3, "hate", np.where(x[:, 1] > 0, "spam", "none"))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_warm_started_logistic_head_keeps_the_previous_weights_after_one_iteration() -> None:
+    from workbench.services.train.heads import make_head
+
+    x, y = _three_classes()
+    parent = make_head("logistic", random_state=0).fit(x, y)
+    # One lbfgs iteration cannot get from zeros to the optimum, so only a real warm start
+    # ends (next to) the parent's weights.
+    warm = make_head("logistic", random_state=0, max_iter=1)
+    assert warm.warm_start_from(CalibratedHead(parent).fit(x[:10], y[:10]))
+    warm.fit(x, y)
+    cold = make_head("logistic", random_state=0, max_iter=1).fit(x, y)
+    np.testing.assert_allclose(warm.model_.coef_, parent.model_.coef_, atol=1e-3)
+    np.testing.assert_allclose(warm.model_.intercept_, parent.model_.intercept_, atol=1e-3)
+    assert np.abs(cold.model_.coef_ - parent.model_.coef_).max() > 0.5
+    # From the parent's optimum on the same data, lbfgs has nothing left to do.
+    again = make_head("logistic", random_state=0)
+    again.warm_start_from(parent)
+    assert int(again.fit(x, y).model_.n_iter_.max()) < int(parent.model_.n_iter_.max())
+
+
+def test_a_warm_started_mlp_head_trained_for_no_epochs_predicts_as_its_parent() -> None:
+    from workbench.services.train.heads import make_head
+
+    x, y = _three_classes()
+    parent = make_head("mlp", random_state=0, epochs=5).fit(x[:150], y[:150])
+    # A different seed: without the parent's weights, the net would start elsewhere.
+    warm = make_head("mlp", random_state=1, epochs=0)
+    assert warm.warm_start_from(parent)
+    warm.fit(x[:150], y[:150])
+    cold = make_head("mlp", random_state=1, epochs=0).fit(x[:150], y[:150])
+    np.testing.assert_allclose(warm.predict_proba(x), parent.predict_proba(x), atol=1e-6)
+    assert np.abs(cold.predict_proba(x) - parent.predict_proba(x)).max() > 0.05

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from builders import make_items, make_project, make_user
 from sqlalchemy import select
 
 from workbench.db.models import Decision, Label, LabelSource, Role, RoundStatus, TrainingRound
-from workbench.errors import PermissionDenied
+from workbench.errors import PermissionDenied, WorkbenchError
 from workbench.services.audit import Actor
 from workbench.services.projects import set_project_setting
 from workbench.services.taxonomy import current_policy_version
@@ -18,6 +19,7 @@ from workbench.services.train.rounds import (
     maybe_request_round,
     request_round,
     run_claimed_round,
+    run_round_now,
 )
 from workbench.services.train.worker import work_once
 
@@ -126,3 +128,42 @@ def test_worker_runs_queued_round_with_the_given_job(db) -> None:
     assert work_once(db, "w", job=lambda *_: None) is None
     with db.sessions() as s:
         assert s.scalars(select(TrainingRound.status)).all() == [RoundStatus.succeeded]
+
+
+def test_run_round_now_with_queue_only_leaves_the_round_to_a_worker(db) -> None:
+    with db.sessions.begin() as s:
+        make_project(s)
+    run = run_round_now(db, "p", Actor.system(), queue_only=True)
+    assert run.created and run.status == RoundStatus.queued
+    with db.sessions() as s:
+        rnd = s.get_one(TrainingRound, run.round_id)
+        assert rnd.status == RoundStatus.queued and rnd.worker is None
+
+
+def test_run_round_now_takes_over_a_queued_round_and_runs_it_here(db) -> None:
+    with db.sessions.begin() as s:
+        queued, _ = request_round(s, make_project(s), Actor.system(), refill_queue=False)
+        queued_id = queued.id
+    said: list[str] = []
+    run = run_round_now(db, "p", Actor.system(), worker="here", say=said.append)
+    assert run.round_id == queued_id and not run.created
+    assert said == [
+        f"round {run.number} is already queued or running; not starting another",
+        f"running round {run.number}",
+    ]
+    with db.sessions() as s:
+        rnd = s.get_one(TrainingRound, queued_id)
+        # No labels in this project: the round ran here and recorded why it failed.
+        assert rnd.worker == "here" and rnd.status == run.status == RoundStatus.failed
+        assert "no usable labels" in (rnd.error or "")
+
+
+def test_run_round_now_leaves_a_round_that_a_worker_runs_to_that_worker(db) -> None:
+    with db.sessions.begin() as s:
+        request_round(s, make_project(s), Actor.system())
+        running = claim_next_round(s, "elsewhere")
+        assert running is not None
+    with pytest.raises(WorkbenchError, match=r"round 1 was taken by a running worker"):
+        run_round_now(db, "p", Actor.system())
+    with db.sessions() as s:
+        assert s.get_one(TrainingRound, running.id).worker == "elsewhere"

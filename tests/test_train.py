@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import joblib
 import numpy as np
 from builders import make_project
 from quality_builders import Labels, add_fused_vectors, separable_vectors
@@ -13,8 +14,8 @@ from sqlalchemy import select
 from workbench.db.database import Database
 from workbench.db.models import ModelStatus, ModelVersion, RoundStatus, TrainingRound
 from workbench.services.audit import Actor
-from workbench.services.train.rounds import claim_next_round, request_round, run_claimed_round
-from workbench.services.train.train import champion, train_round
+from workbench.services.train.rounds import run_round_now
+from workbench.services.train.train import champion
 
 SYSTEM = Actor.system()
 CLASSES = ["hate", "spam", "none"]
@@ -36,16 +37,9 @@ def _project(db: Database, labelled_per_class: int) -> tuple[int, list[str]]:
 
 
 def _round(db: Database) -> tuple[RoundStatus, str | None]:
-    with db.sessions.begin() as s:
-        from workbench.db.models import Project
-
-        p = s.scalars(select(Project)).one()
-        rnd, _ = request_round(s, p, SYSTEM, refill_queue=False)
-        claim_next_round(s, "test", rnd.id)
-        round_id = rnd.id
-    status = run_claimed_round(db, round_id, train_round)
+    run = run_round_now(db, "p", SYSTEM, refill_queue=False, worker="test")
     with db.sessions() as s:
-        return status, s.get_one(TrainingRound, round_id).error
+        return run.status, s.get_one(TrainingRound, run.round_id).error
 
 
 def test_a_round_stores_a_champion_with_metrics_artifact_and_pool_scores(db: Database) -> None:
@@ -77,6 +71,12 @@ def test_the_second_round_warm_starts_from_the_champion(db: Database) -> None:
         versions = s.scalars(select(ModelVersion).order_by(ModelVersion.version)).all()
         assert [v.version for v in versions] == [1, 2]
         assert versions[1].metrics["warm_start"] is True
+        first, second = (joblib.load(v.artifact_path).head.model_ for v in versions)
+    # Both rounds learn from the same labels, and the objective is convex: started from the
+    # champion's weights, lbfgs is at the optimum already; from zeros it needs many steps.
+    # Were warm start only a flag, both would take the same number of iterations.
+    assert int(second.n_iter_.max()) <= 2 < 10 < int(first.n_iter_.max())
+    np.testing.assert_allclose(second.coef_, first.coef_, atol=1e-3)
 
 
 def test_a_failed_round_keeps_the_previous_model(db: Database, monkeypatch: Any) -> None:
@@ -103,3 +103,29 @@ def test_too_few_labels_fail_the_round_with_the_numbers(db: Database) -> None:
     status, error = _round(db)
     assert status == RoundStatus.failed
     assert "need at least" in (error or "") and "have 3" in (error or "")
+
+
+def test_retrain_command_prints_the_round_and_its_model_as_one_json_object(
+    db: Database, cli: Any
+) -> None:
+    _project(db, labelled_per_class=8)
+    queued = cli.json("retrain", "--project", "p", "--queue")
+    assert queued == {"round": 1, "status": "queued"}
+    # The queued round is taken over and run here, not a second one started.
+    out = cli.json("retrain", "--project", "p")
+    assert {k: out[k] for k in ("round", "status", "trigger", "error")} == {
+        "round": 1,
+        "status": "succeeded",
+        "trigger": "cli",
+        "error": None,
+    }
+    assert out["model"]["version"] == 1 and out["model"]["status"] == "champion"
+    assert set(out) == {
+        "round", "status", "trigger", "error", "progress", "model_version_id", "model",
+    }  # fmt: skip
+
+
+def test_retrain_command_fails_with_the_reason_when_the_round_fails(db: Database, cli: Any) -> None:
+    _project(db, labelled_per_class=1)
+    out = cli.json("retrain", "--project", "p", expect=1)
+    assert out["ok"] is False and "need at least" in out["error"]

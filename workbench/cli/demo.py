@@ -34,6 +34,8 @@ def demo(
     trains, selects a first batch, prints the status and the users' credentials, then serves the
     UI (--no-serve stops before serving, for scripts). Running it twice is harmless.
     """
+    # Here, not at the top: the demo loads every stage of the loop, scikit-learn included
+    # (about a second), which the other commands never need.
     from workbench.services.demo import run_demo
 
     with database(json_mode) as db:

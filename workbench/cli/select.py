@@ -35,6 +35,8 @@ def select_(
     Never picks items already queued, leased or labelled, nor two near-duplicates. With no
     model yet (cold start) it picks typical, diverse items instead.
     """
+    # Here, not at the top: selection loads scikit-learn (about a second), which the other
+    # commands never need.
     from workbench.services.select.batch import select_batch
 
     with database(json_mode) as db:

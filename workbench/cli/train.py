@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Annotated
@@ -12,6 +13,11 @@ from workbench.cli._common import JsonFlag, ProjectOpt, database, emit, fail, sa
 from workbench.db.models import ModelVersion, RoundStatus, TrainingRound
 from workbench.services.audit import Actor
 from workbench.services.projects import get_project
+
+# The training services load scikit-learn (about a second): they are imported inside the
+# commands, so every other command starts without it.
+
+TRACEBACK_START = "Traceback (most recent call last):"
 
 
 def register(app: typer.Typer) -> None:
@@ -61,32 +67,34 @@ def retrain(
     The new version is put in use unless its metrics on held-out randomly sampled labels are
     worse than the current one's. Runs here and now unless --queue.
     """
-    from workbench.services.train.rounds import claim_next_round, request_round, run_claimed_round
-    from workbench.services.train.worker import run_round_job
+    from workbench.services.train.rounds import run_round_now
 
     with database(json_mode) as db:
-        with db.sessions.begin() as s:
-            p = get_project(s, project)
-            rnd, created = request_round(s, p, Actor.system(), trigger="cli", refill_queue=refill)
-            round_id, number = rnd.id, rnd.number
-        if not created:
-            say(f"round {number} is already queued or running; not starting another")
+        run = run_round_now(
+            db,
+            project,
+            Actor.system(),
+            trigger="cli",
+            refill_queue=refill,
+            queue_only=queue_only,
+            worker="cli",
+            say=say,
+        )
+        number = run.number
         if queue_only:
             emit({"round": number, "status": "queued"}, json_mode, f"queued round {number}")
             return
-        with db.sessions.begin() as s:
-            claimed = claim_next_round(s, "cli", round_id)
-        if claimed is None or claimed.id != round_id:
-            fail(f"round {number} was taken by a running worker; follow it there", json_mode)
-        say(f"running round {number}")
-        run_claimed_round(db, round_id, run_round_job)
         with db.sessions() as s:
-            rnd = s.get_one(TrainingRound, round_id)
+            rnd = s.get_one(TrainingRound, run.round_id)
             out = _round_dict(rnd)
             if rnd.model_version_id:
                 out["model"] = _model_dict(s.get_one(ModelVersion, rnd.model_version_id))
             log = rnd.log
-        say(log.rstrip())
+        # The round log keeps a failure's traceback for the models page; the terminal shows
+        # it only with WORKBENCH_DEBUG, as every other failure (see _common.handled).
+        shown = log if os.environ.get("WORKBENCH_DEBUG") else log.split(TRACEBACK_START)[0]
+        if shown.strip():
+            say(shown.rstrip())
         if out["status"] != RoundStatus.succeeded.value:
             fail(f"round {number} failed: {out['error']}", json_mode)
         emit(out, json_mode, None)

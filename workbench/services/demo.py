@@ -16,9 +16,17 @@ from sqlalchemy import select
 from workbench.db.database import Database
 from workbench.db.models import Role, User
 from workbench.errors import WorkbenchError
+from workbench.progress import no_progress
 from workbench.services.audit import Actor
+from workbench.services.ingest.write import ingest_path
+from workbench.services.labels.import_ import import_labels
 from workbench.services.projects import get_or_create_project, get_project
+from workbench.services.select.batch import select_batch
+from workbench.services.status import project_status
+from workbench.services.train.rounds import run_round_now
+from workbench.services.train.train import champion
 from workbench.services.users import add_user, generate_password, hash_password
+from workbench.services.vectors.embed import embed_project
 
 DEMO_PROJECT = "demo"
 DEMO_USERS: list[tuple[str, Role]] = [
@@ -68,16 +76,6 @@ def run_demo(
     say: Callable[[str], None] = print,
     progress: Any = None,
 ) -> dict[str, Any]:
-    from workbench.progress import no_progress
-    from workbench.services.ingest.write import ingest_path
-    from workbench.services.labels.record import import_labels
-    from workbench.services.select.batch import select_batch
-    from workbench.services.status import project_status
-    from workbench.services.train.rounds import claim_next_round, request_round, run_claimed_round
-    from workbench.services.train.train import champion
-    from workbench.services.train.worker import run_round_job
-    from workbench.services.vectors.embed import embed_project
-
     progress = progress or no_progress
     manifest, labels = fixtures / "manifest.jsonl", fixtures / "labels.jsonl"
     for f in (manifest, labels):
@@ -99,14 +97,10 @@ def run_demo(
     with db.sessions() as s:
         has_model = champion(s, get_project(s, DEMO_PROJECT)) is not None
     if not has_model:
-        with db.sessions.begin() as s:
-            rnd, _ = request_round(
-                s, get_project(s, DEMO_PROJECT), actor, trigger="demo", refill_queue=False
-            )
-            claim_next_round(s, "demo", rnd.id)
-            round_id = rnd.id
-        outcome = run_claimed_round(db, round_id, run_round_job)
-        say(f"retrain: round {outcome.value}")
+        outcome = run_round_now(
+            db, DEMO_PROJECT, actor, trigger="demo", refill_queue=False, worker="demo"
+        )
+        say(f"retrain: round {outcome.status.value}")
     with db.sessions() as s:
         queued = project_status(s, get_project(s, DEMO_PROJECT))["queued"]
     if queued == 0:

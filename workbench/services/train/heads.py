@@ -11,11 +11,17 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from workbench.errors import WorkbenchError
+
+# torch is imported inside the MLP head's methods: it takes seconds to load, and the default
+# logistic head (and every process that only unpickles one) never needs it.
 
 UNSURE = "unsure"
 MIN_CALIBRATION_LABELS = 50
@@ -265,8 +271,6 @@ class MLPHead(ClassifierMixin, BaseEstimator):
 
 def _fit_temperature(proba: np.ndarray, codes: np.ndarray) -> float:
     """The temperature T minimising the negative log-likelihood of softmax(log p / T)."""
-    from scipy.optimize import minimize_scalar
-
     logp = np.log(np.clip(proba, 1e-12, 1.0))
 
     def nll(log_t: float) -> float:
@@ -321,9 +325,6 @@ class CalibratedHead(ClassifierMixin, BaseEstimator):
             self.temperature_ = _fit_temperature(self.head.predict_proba(x), codes)
             detail = f"temperature {self.temperature_:.2f}"
         else:
-            from sklearn.calibration import CalibratedClassifierCV
-            from sklearn.frozen import FrozenEstimator
-
             self.calibrator_ = CalibratedClassifierCV(
                 FrozenEstimator(self.head), method="sigmoid"
             ).fit(x, labels)

@@ -1,5 +1,6 @@
 """Retraining rounds: request one (by hand or every N new labels), let a worker claim and run
-it, record progress, log and outcome. A failed round keeps the previous model in use.
+it (or `run_round_now` here and now), record progress, log and outcome. A round trains a head,
+then refills the queue. A failed round keeps the previous model in use.
 
 Claiming is race-free on both backends: Postgres picks the oldest queued round with
 `FOR UPDATE SKIP LOCKED`; SQLite flips `queued -> running` with one guarded UPDATE.
@@ -11,6 +12,7 @@ import os
 import socket
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -21,7 +23,9 @@ from workbench.db.models import Label, Project, Role, RoundStatus, TrainingRound
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
-from workbench.services.projects import project_settings
+from workbench.services.projects import get_project, project_settings
+from workbench.services.select.batch import select_batch
+from workbench.services.train.train import train_round
 
 ACTIVE = (RoundStatus.queued, RoundStatus.running)
 
@@ -206,6 +210,67 @@ def run_claimed_round(db: Database, round_id: int, runner: RoundRunner) -> Round
             details={"model_version_id": model_version_id},
         )
     return RoundStatus.succeeded
+
+
+def run_round_job(db: Database, round_id: int, log: RoundLog) -> int | None:
+    """What a round does: train, then refill the queue with the project's selection mix."""
+    model_version_id = train_round(db, round_id, log)
+    with db.sessions() as s:
+        rnd = s.get_one(TrainingRound, round_id)
+        refill, project = rnd.refill_queue, s.get_one(Project, rnd.project_id).name
+    if refill:
+        report = select_batch(db, project, None, None, Actor.system())
+        log(f"queue refilled: {report.get('queued', 0)} entries", 0.95)
+    return model_version_id
+
+
+@dataclass(frozen=True)
+class RoundRun:
+    """What `run_round_now` did: the round, whether this call queued it, and its outcome
+    (`queued` when it was only queued)."""
+
+    round_id: int
+    number: int
+    created: bool
+    status: RoundStatus
+
+
+def _quiet(message: str) -> None:
+    """The default `say`: a service prints nothing unless its caller asks."""
+
+
+def run_round_now(
+    db: Database,
+    project_name: str,
+    actor: Actor,
+    *,
+    trigger: str = "manual",
+    refill_queue: bool = True,
+    queue_only: bool = False,
+    worker: str = "cli",
+    say: Callable[[str], None] = _quiet,
+) -> RoundRun:
+    """Request a round and run it here, in this process, unless `queue_only`.
+
+    A round of the project that is already queued is taken over and run here; one that a
+    worker is already running is left to it (WorkbenchError). A failed round is recorded on
+    the round, not raised.
+    """
+    with db.sessions.begin() as s:
+        rnd, created = request_round(
+            s, get_project(s, project_name), actor, trigger=trigger, refill_queue=refill_queue
+        )
+        round_id, number = rnd.id, rnd.number
+    if not created:
+        say(f"round {number} is already queued or running; not starting another")
+    if queue_only:
+        return RoundRun(round_id, number, created, RoundStatus.queued)
+    with db.sessions.begin() as s:
+        claimed = claim_next_round(s, worker, round_id)
+    if claimed is None:
+        raise WorkbenchError(f"round {number} was taken by a running worker; follow it there")
+    say(f"running round {number}")
+    return RoundRun(round_id, number, created, run_claimed_round(db, round_id, run_round_job))
 
 
 def list_rounds(session: Session, project: Project, limit: int = 20) -> list[TrainingRound]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sqlalchemy import func, select
@@ -31,7 +32,6 @@ from workbench.db.database import Database
 from workbench.db.models import (
     Decision,
     Label,
-    LabelSource,
     Lease,
     ModelStatus,
     ModelVersion,
@@ -41,7 +41,12 @@ from workbench.db.models import (
 )
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
-from workbench.services.projects import get_project
+from workbench.services.labels.current import HUMAN_SOURCES, current_labels
+from workbench.services.labels.propagation import propagated_training_labels
+from workbench.services.projects import get_project, project_settings
+from workbench.services.quality.adjudication import training_overrides
+from workbench.services.quality.aggregation import aggregate_labels
+from workbench.services.train.heads import CalibratedHead, make_head
 from workbench.services.vectors.spaces import FUSED, get_space, load_space_vectors
 
 MIN_EVAL_ITEMS = 20
@@ -61,21 +66,9 @@ class TrainingSet:
 
 
 def counted_labels(session: Session, project: Project) -> list[Label]:
-    """Current (not superseded) human or imported labels, the latest per reviewer and item."""
-    superseded = select(Label.supersedes_id).where(Label.supersedes_id.is_not(None))
-    rows = list(
-        session.scalars(
-            select(Label)
-            .where(
-                Label.project_id == project.id,
-                Label.source.in_([LabelSource.human, LabelSource.import_]),
-                Label.id.not_in(superseded),
-            )
-            .order_by(Label.created_at, Label.id)
-        )
-    )
+    """Current human or imported labels, the latest per reviewer and item."""
     latest: dict[tuple[int, int], Label] = {}
-    for lab in rows:
+    for lab in current_labels(session, project, sources=HUMAN_SOURCES):  # oldest first
         latest[(lab.item_id, lab.reviewer_id)] = lab
     return list(latest.values())
 
@@ -123,10 +116,6 @@ def aggregated_training_labels(
     labels: list[Label], method: str, overrides: dict[int, str] | None = None
 ) -> dict[int, tuple[str, float]]:
     """Item -> (class, confidence) through the label-quality aggregation (crowd-kit)."""
-    import pandas as pd
-
-    from workbench.services.quality.aggregation import aggregate_labels
-
     rows = [(lab.item_id, lab.reviewer_id, label_class(lab)) for lab in labels]
     frame = pd.DataFrame(
         [r for r in rows if r[2] is not None], columns=["item", "reviewer", "label"]
@@ -138,9 +127,6 @@ def aggregated_training_labels(
 
 
 def training_set(session: Session, project: Project) -> TrainingSet:
-    from workbench.services.projects import project_settings
-    from workbench.services.quality.adjudication import training_overrides
-
     labels = counted_labels(session, project)
     method = project_settings(project).label_aggregation
     # Adjudicated final decisions, then gold answers, outrank the crowd.
@@ -159,8 +145,6 @@ def training_set(session: Session, project: Project) -> TrainingSet:
             per_item.pop(item_id, None)  # a final "unsure" keeps the item out of training
     # Copies of a reviewer's label on duplicates (services/propagation.py): only for items with
     # no judgement of their own, with the confidence of the item they were copied from.
-    from workbench.services.labels.propagation import propagated_training_labels
-
     human_items = {lab.item_id for lab in labels}
     propagated: set[int] = set()
     for item_id, (lab, source_item) in propagated_training_labels(session, project).items():
@@ -221,8 +205,6 @@ def _load_head(path: str) -> Any:
 
 
 def new_head(params: dict[str, Any]) -> Any:
-    from workbench.services.train.heads import make_head
-
     return make_head(**params)
 
 
@@ -291,8 +273,6 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
     warm_started = bool(getattr(head, "warm_started_", False))
     if warm_started:
         log(f"trained{warm}")
-    from workbench.services.train.heads import CalibratedHead
-
     # Calibration learns only from randomly sampled labels; below the minimum the wrapper
     # stays uncalibrated and says why.
     head = CalibratedHead(head).fit(X[cal_mask], names[cal_mask])

@@ -9,42 +9,22 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from workbench.db.database import Database
-from workbench.db.models import Project, RoundStatus, TrainingRound
+from workbench.db.models import Project, RoundStatus
 from workbench.services.train.rounds import (
-    RoundLog,
+    RoundRunner,
     claim_next_round,
     fail_stale_rounds,
     maybe_request_round,
     run_claimed_round,
+    run_round_job,
     worker_name,
 )
-
-
-def run_round_job(db: Database, round_id: int, log: RoundLog) -> int | None:
-    """Train, then refill the queue with the project's selection mix."""
-    from workbench.services.train.train import train_round
-
-    model_version_id = train_round(db, round_id, log)
-    with db.sessions() as s:
-        rnd = s.get_one(TrainingRound, round_id)
-        refill, project = rnd.refill_queue, s.get_one(Project, rnd.project_id).name
-    if refill:
-        try:
-            from workbench.services.select.batch import select_batch
-        except ImportError:
-            log("selection is not available in this build; queue not refilled")
-            return model_version_id
-        from workbench.services.audit import Actor
-
-        report = select_batch(db, project, None, None, Actor.system())
-        log(f"queue refilled: {report.get('queued', 0)} entries", 0.95)
-    return model_version_id
 
 
 def work_once(
     db: Database,
     worker: str | None = None,
-    job: Callable[[Database, int, RoundLog], int | None] = run_round_job,
+    job: RoundRunner = run_round_job,
 ) -> RoundStatus | None:
     """Check thresholds, then run at most one round. Returns its outcome, or None if idle."""
     worker = worker or worker_name()
