@@ -1,7 +1,8 @@
 """Regenerate the sample moderation project in fixtures/sample: manifest, labels and tiny media.
 
-Everything is made here (Pillow images, espeak-ng speech, PyAV video) from fixed content and seeds,
-so running it twice gives the same files; only the speech depends on the installed espeak-ng.
+The content (texts, labels, cover art, video frames) is written here; the media are made by
+`workbench.bench.synthetic_media` (Pillow, espeak-ng speech, PyAV video) from fixed content and
+seeds, so running it twice gives the same files; only the speech depends on the installed espeak-ng.
 Usage: `python scripts/make_fixtures.py [--out fixtures/sample]`.
 """
 
@@ -12,23 +13,25 @@ import csv
 import io
 import json
 import shutil
-import subprocess
 import sys
-import tempfile
-import wave
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
-from av.codec.context import Flags
 from PIL import Image, ImageDraw, ImageFont
-from scipy.signal import resample_poly
 
-SAMPLE_RATE = 16_000
+from workbench.bench.synthetic_media import (
+    SAMPLE_RATE,
+    gradient,
+    melody,
+    speak,
+    with_grain,
+    write_mp4,
+    write_wav,
+)
+
 MAX_CLIP_SECONDS = 3.0
 VIDEO_SIZE = 96
 VIDEO_FPS = 8
@@ -807,22 +810,9 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def _gradient(size: int, top: tuple[int, int, int], bottom: tuple[int, int, int]) -> np.ndarray:
-    t = np.linspace(0.0, 1.0, size)[:, None, None]
-    rows = (1 - t) * np.array(top) + t * np.array(bottom)
-    return np.broadcast_to(rows, (size, size, 3)).astype(np.float64)
-
-
-def _with_grain(pixels: np.ndarray, seed: int) -> Image.Image:
-    # A little grain gives PDQ enough texture to hash with good quality.
-    rng = np.random.default_rng(seed)
-    noisy = pixels + rng.normal(0.0, 6.0, pixels.shape)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
-
-
 def cover_low_tide() -> Image.Image:
     """Blue sea with waves and a pale sun: the original 'Low Tide' art."""
-    img = _with_grain(_gradient(COVER_SIZE, (40, 70, 140), (10, 20, 50)), seed=1)
+    img = with_grain(gradient(COVER_SIZE, (40, 70, 140), (10, 20, 50)), seed=1)
     draw = ImageDraw.Draw(img)
     draw.ellipse((78, 14, 110, 46), fill=(245, 225, 170))
     for i, y in enumerate(range(64, 128, 14)):
@@ -842,7 +832,7 @@ def recoloured(img: Image.Image) -> Image.Image:
 
 def cover_lofi() -> Image.Image:
     """Sunset gradient, a sun cut by stripes, and a title."""
-    img = _with_grain(_gradient(COVER_SIZE, (90, 40, 120), (250, 150, 80)), seed=3)
+    img = with_grain(gradient(COVER_SIZE, (90, 40, 120), (250, 150, 80)), seed=3)
     draw = ImageDraw.Draw(img)
     draw.ellipse((34, 40, 94, 100), fill=(255, 200, 90))
     for y in range(72, 100, 7):
@@ -853,7 +843,7 @@ def cover_lofi() -> Image.Image:
 
 def cover_night_shift() -> Image.Image:
     """Dark square with geometric shapes and the show's name."""
-    img = _with_grain(_gradient(COVER_SIZE, (20, 20, 30), (60, 30, 80)), seed=4)
+    img = with_grain(gradient(COVER_SIZE, (20, 20, 30), (60, 30, 80)), seed=4)
     draw = ImageDraw.Draw(img)
     draw.polygon([(20, 100), (64, 20), (108, 100)], outline=(0, 220, 200), width=4)
     draw.rectangle((44, 60, 84, 100), fill=(230, 60, 90))
@@ -863,7 +853,7 @@ def cover_night_shift() -> Image.Image:
 
 def cover_gift_card_scam() -> Image.Image:
     """Loud red promo with a fake code: the kind of image spam accounts upload as cover art."""
-    img = _with_grain(_gradient(COVER_SIZE, (220, 20, 30), (120, 0, 10)), seed=5)
+    img = with_grain(gradient(COVER_SIZE, (220, 20, 30), (120, 0, 10)), seed=5)
     draw = ImageDraw.Draw(img)
     draw.rectangle((14, 46, 114, 96), fill=(255, 215, 0), outline=(0, 0, 0), width=2)
     draw.text((10, 8), "FREE GIFT", font=_font(20), fill=(255, 255, 255))
@@ -876,63 +866,6 @@ def cover_gift_card_scam() -> Image.Image:
 def write_png(img: Image.Image, path: Path) -> None:
     # optimize=True squeezes the file; Pillow writes no timestamp, so the bytes are repeatable.
     img.save(path, "PNG", optimize=True)
-
-
-def _espeak(speech: Speech, rate: int) -> tuple[np.ndarray, int]:
-    """Mono float samples and their sample rate, as espeak-ng speaks them."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "speech.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", speech.voice, "-s", str(rate), "-w", str(out), speech.text],
-            check=True,
-            capture_output=True,
-        )
-        with wave.open(str(out), "rb") as w:
-            raw = w.readframes(w.getnframes())
-            sr = w.getframerate()
-            channels = w.getnchannels()
-    samples = np.frombuffer(raw, dtype="<i2").astype(np.float64) / 32768.0
-    if channels > 1:
-        samples = samples.reshape(-1, channels).mean(axis=1)
-    return samples, sr
-
-
-def _trim_silence(samples: np.ndarray, threshold: float = 0.01) -> np.ndarray:
-    loud = np.flatnonzero(np.abs(samples) > threshold)
-    if loud.size == 0:
-        return samples
-    pad = int(0.05 * SAMPLE_RATE)
-    return samples[max(0, loud[0] - pad) : loud[-1] + pad]
-
-
-def speak(speech: Speech) -> np.ndarray:
-    """16 kHz speech of at most MAX_CLIP_SECONDS: espeak-ng is sped up until the text fits."""
-    for rate in range(150, 260, 15):
-        samples, sr = _espeak(speech, rate)
-        # Polyphase resampling from espeak-ng's 22.05 kHz (scipy, exact rational ratio).
-        resampled = resample_poly(samples, SAMPLE_RATE, sr)
-        clip = _trim_silence(resampled)
-        if len(clip) <= MAX_CLIP_SECONDS * SAMPLE_RATE:
-            return clip
-    raise RuntimeError(f"espeak-ng cannot say {speech.text!r} within {MAX_CLIP_SECONDS} s")
-
-
-def synthesised_tones(text: str) -> np.ndarray:
-    """Fallback when espeak-ng is missing: a short melody whose notes follow the text."""
-    notes = [220.0 * 2 ** ((ord(ch) % 12) / 12) for ch in text if ch.isalpha()][:10]
-    note_s = min(0.25, MAX_CLIP_SECONDS / max(1, len(notes)))
-    t = np.arange(int(note_s * SAMPLE_RATE)) / SAMPLE_RATE
-    envelope = np.minimum(1.0, np.minimum(t, t[::-1]) * 40)
-    return np.concatenate([0.3 * envelope * np.sin(2 * np.pi * f * t) for f in notes])
-
-
-def write_wav(samples: np.ndarray, path: Path) -> None:
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
 
 
 def _video_frames(kind: str) -> list[Image.Image]:
@@ -957,67 +890,6 @@ def _video_frames(kind: str) -> list[Image.Image]:
             draw.text((6, 70), "send now", font=_font(12), fill=ink)
         frames.append(img)
     return frames
-
-
-def _first_encoder(*names: str) -> str | None:
-    for name in names:
-        try:
-            av.codec.Codec(name, "w")
-            return name
-        except Exception:
-            continue
-    return None
-
-
-def write_mp4(frames: list[Image.Image], audio: np.ndarray | None, path: Path) -> bool:
-    """Tiny H.264 MP4 (MPEG-4 Part 2 if no H.264), with an AAC track when available.
-
-    Returns whether the file got an audio track. bitexact flags keep FFmpeg's version string
-    and other build-specific bytes out of the file, so reruns with one FFmpeg match.
-    """
-    vcodec = _first_encoder("libx264", "mpeg4")
-    acodec = _first_encoder("aac") if audio is not None else None
-    if vcodec is None:
-        raise RuntimeError("PyAV's FFmpeg has neither libx264 nor mpeg4 to make the sample videos")
-    with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        v = container.add_stream(vcodec, rate=VIDEO_FPS)
-        assert isinstance(v, av.VideoStream)  # narrows the type: the codec name is a variable
-        v.width = v.height = VIDEO_SIZE
-        v.pix_fmt = "yuv420p"
-        v.codec_context.flags |= Flags.bitexact
-        if vcodec == "libx264":
-            v.options = {"crf": "32", "preset": "medium", "threads": "1"}
-        a: av.AudioStream | None = None
-        if acodec is not None:
-            added = container.add_stream(acodec, rate=SAMPLE_RATE)
-            assert isinstance(added, av.AudioStream)
-            a = added
-            a.layout = "mono"
-            a.bit_rate = 24_000
-            a.codec_context.flags |= Flags.bitexact
-        for img in frames:
-            for packet in v.encode(av.VideoFrame.from_image(img)):
-                container.mux(packet)
-        for packet in v.encode():
-            container.mux(packet)
-        if a is not None and audio is not None:
-            want = VIDEO_SECONDS * SAMPLE_RATE
-            track = np.zeros(want, dtype=np.float32)
-            track[: min(want, len(audio))] = audio[:want]
-            # AAC encodes fixed frames of 1024 samples; feed it in those.
-            pts = 0
-            for start in range(0, want, 1024):
-                chunk = track[start : start + 1024][None, :]
-                frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-                frame.sample_rate = SAMPLE_RATE
-                frame.pts = pts
-                frame.time_base = Fraction(1, SAMPLE_RATE)
-                pts += chunk.shape[1]
-                for packet in a.encode(frame):
-                    container.mux(packet)
-            for packet in a.encode():
-                container.mux(packet)
-    return a is not None
 
 
 def studio_chord() -> np.ndarray:
@@ -1129,10 +1001,10 @@ def make_media(media: Path) -> dict[str, dict[str, Any]]:
     clips: dict[str, np.ndarray] = {}
     for name, speech in SPEECH.items():
         if have_espeak:
-            clips[name] = speak(speech)
+            clips[name] = speak(speech.text, speech.voice, MAX_CLIP_SECONDS)
             notes[name] = {"transcript": speech.text}
         else:
-            clips[name] = synthesised_tones(speech.text)
+            clips[name] = melody(speech.text, MAX_CLIP_SECONDS)
             notes[name] = {"synthesised": "tones in place of speech (espeak-ng was missing)"}
         write_wav(clips[name], media / name)
 
@@ -1141,7 +1013,7 @@ def make_media(media: Path) -> dict[str, dict[str, Any]]:
         "video-0002.mp4": (_video_frames("scam"), clips["audio-0001.wav"]),
     }
     for name, (frames, audio) in videos.items():
-        has_audio = write_mp4(frames, audio, media / name)
+        has_audio = write_mp4(frames, audio, media / name, VIDEO_FPS)
         notes[name] = {"has_audio": has_audio}
         if has_audio and name == "video-0002.mp4":
             notes[name].update(notes["audio-0001.wav"])

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from workbench.bench.results import benchmarks_dir
 from workbench.errors import Problem, WorkbenchError
 from workbench.progress import ProgressFactory, no_progress
 from workbench.services.ingest.tabular import iter_records
@@ -356,6 +358,36 @@ def run_al_benchmark(
         return _run_al(vectors, data, config, progress=progress, plot_path=plot_path)
     finally:
         limiter.unregister()
+
+
+def al_benchmark_on_csv(
+    data: Path,
+    text_column: str,
+    vote_columns: Sequence[str],
+    positive: str,
+    config: ALConfig,
+    *,
+    vectors: Path | None = None,
+    progress: ProgressFactory = no_progress,
+    say: Callable[[str], None] = lambda _message: None,
+) -> dict[str, Any]:
+    """`bench al` on a CSV of texts and crowd votes: its rows embedded (cached) unless `vectors`
+    (a .npy, one row per CSV row) is given, and the learning-curve plot written beside the
+    results in benchmarks/."""
+    votes = load_vote_csv(data, text_column, vote_columns, positive)
+    if config.seed_labels >= config.budget:
+        raise WorkbenchError(
+            f"--seed-labels {config.seed_labels} must be smaller than --budget {config.budget}"
+        )
+    if vectors is not None:
+        x = np.load(vectors, mmap_mode="r")
+    else:
+        say(f"{len(votes.texts)} items, classes {votes.classes}; embedding (cached)")
+        x = cached_text_vectors(data, text_column, votes.texts, progress=progress)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return run_al_benchmark(
+        x, votes, config, progress=progress, plot_path=benchmarks_dir() / f"al-{stamp}.png"
+    )
 
 
 def _run_seed(

@@ -15,6 +15,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from workbench.bench.stats import percentile
+from workbench.errors import WorkbenchError
 from workbench.progress import ProgressFactory, no_progress
 from workbench.services.vectors.index import VectorIndex
 
@@ -65,6 +67,8 @@ def run_knn_benchmark(
     seed: int = 0,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
+    if not data.is_file():  # else pandas' FileNotFoundError reads as an internal error
+        raise WorkbenchError(f"{data}: no such file")
     frame = pd.read_csv(data, usecols=[text_column])
     texts = (
         frame[text_column]
@@ -108,8 +112,8 @@ def run_knn_benchmark(
             np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth, strict=True)])
         )
         result[f"threads_{threads}"] = {
-            "p50_ms": round(float(np.percentile(lat, 50)), 3),
-            "p95_ms": round(float(np.percentile(lat, 95)), 3),
+            "p50_ms": round(percentile(lat, 50), 3),
+            "p95_ms": round(percentile(lat, 95), 3),
             "recall_at_10": round(recall, 4),
         }
     faiss.omp_set_num_threads(faiss.omp_get_max_threads())
@@ -118,5 +122,5 @@ def run_knn_benchmark(
         t = time.perf_counter()
         exact.search(q[i : i + 1], k)
         lat.append((time.perf_counter() - t) * 1000)
-    result["exact_reference_p50_ms"] = round(float(np.percentile(lat, 50)), 3)
+    result["exact_reference_p50_ms"] = round(percentile(lat, 50), 3)
     return result

@@ -10,7 +10,6 @@ import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
 import signal
-import statistics
 import time
 import uuid
 from collections import Counter
@@ -23,6 +22,7 @@ from sqlalchemy import CursorResult, Float, Table, func, insert, literal, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from workbench.bench.stats import latency_ms
 from workbench.db.database import Database, open_database
 from workbench.db.models import (
     AuditEvent,
@@ -40,7 +40,7 @@ from workbench.db.models import (
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
-from workbench.services.labels.record import LabelInput, parse_label_input
+from workbench.services.labels.validate import LabelInput, parse_label_input
 
 POLL_SECONDS = 0.2
 INSERT_CHUNK = 5000
@@ -197,7 +197,8 @@ def reviewer_process(
     `report` is this worker's own pipe: a process killed while writing to a queue shared with
     others can leave that queue's lock held and stall every other writer.
     """
-    from workbench.services.queue.batch import Submission, lease_batch, submit_batch
+    from workbench.services.queue.batch import Submission, submit_batch
+    from workbench.services.queue.lease import lease_batch
 
     db = open_database()
     with db.sessions() as s:
@@ -273,6 +274,24 @@ def gather_statistics(db: Database) -> str | None:
         return str(c.exec_driver_sql("SHOW autovacuum").scalar())
 
 
+def _take_message(conn: Connection, tally: _Tally) -> bool:
+    """Count one reviewer's message (killing it when it says it holds its leases); False at EOF,
+    when the reviewer has finished or died."""
+    try:
+        msg = conn.recv()
+    except EOFError:
+        return False
+    if msg[0] == "ack":
+        tally.acknowledged.update(int(i) for i in msg[1])
+        tally.rejected += msg[2]
+        tally.retries += msg[3]
+    elif msg[0] == "holding":
+        os.kill(int(msg[1]), signal.SIGKILL)
+        tally.killed += 1
+        tally.held_by_killed += int(msg[2])
+    return True
+
+
 def run_queue_benchmark(
     db: Database,
     project_name: str,
@@ -310,45 +329,45 @@ def run_queue_benchmark(
 
     kills = round(kill_fraction * workers)
     ctx = mp.get_context("spawn")
-    go = ctx.Event()
+    # Reviewers who die holding their first batch lease it before the others start, so that
+    # the kill and the reclaim of its leases happen on every run, however the race would go.
+    go_first, go = ctx.Event(), ctx.Event()
     procs = []
     readers = []
+    first_doomed = []
     for n, uid in enumerate(user_ids):
         die_after = n % 2 if n < kills else None  # some die holding their first batch
         reader, writer = ctx.Pipe(duplex=False)
         p = ctx.Process(
             target=reviewer_process,
-            args=(uid, project_id, batch, lease_seconds, die_after, writer, go),
-        )
+            args=(uid, project_id, batch, lease_seconds, die_after, writer,
+                  go_first if die_after == 0 else go),
+        )  # fmt: skip
         p.start()
         writer.close()  # the child's copy stays open: EOF here means the child is gone
         procs.append(p)
         readers.append(reader)
+        if die_after == 0:
+            first_doomed.append(reader)
     for reader in readers:
         if not reader.poll(600):
             raise WorkbenchError("a simulated reviewer did not start within 10 minutes")
         reader.recv()
-    go.set()
-    started = time.perf_counter()
     tally = _Tally(acknowledged=set())
+    started = time.perf_counter()
+    go_first.set()
+    for reader in first_doomed:
+        if not reader.poll(600):
+            raise WorkbenchError("a reviewer to be killed leased nothing within 10 minutes")
+        _take_message(reader, tally)
+    go.set()
     slots = items * overlap
     open_readers = list(readers)
     while open_readers:
         for ready in mp_connection.wait(open_readers, timeout=1.0):
             conn = cast(Connection, ready)
-            try:
-                msg = conn.recv()
-            except EOFError:
+            if not _take_message(conn, tally):
                 open_readers.remove(conn)
-                continue
-            if msg[0] == "ack":
-                tally.acknowledged.update(int(i) for i in msg[1])
-                tally.rejected += msg[2]
-                tally.retries += msg[3]
-            elif msg[0] == "holding":
-                os.kill(int(msg[1]), signal.SIGKILL)
-                tally.killed += 1
-                tally.held_by_killed += int(msg[2])
         if (
             tally.steady_at is None
             and tally.killed == kills
@@ -358,7 +377,7 @@ def run_queue_benchmark(
             tally.steady_acks = len(tally.acknowledged)
     elapsed = time.perf_counter() - started
     for p in procs:
-        p.join(timeout=5)
+        p.join(timeout=60)  # a loaded machine can take seconds to end a finished process
     failed = sum(1 for p in procs if p.exitcode not in (0, -signal.SIGKILL))
     check = check_queue_run(db, project_id, user_ids, tally.acknowledged, overlap)
     acknowledged = len(tally.acknowledged)
@@ -440,20 +459,6 @@ def check_queue_run(
 # Latency of the single-item path (what the review page does) as the queue grows
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[k]
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(statistics.median(values), 2),
-        "p95_ms": round(_percentile(values, 0.95), 2),
-        "max_ms": round(max(values), 2),
-    }
-
-
 def _pending(session: Session, project_id: int) -> int:
     return (
         session.scalar(
@@ -509,6 +514,7 @@ def measure_single_path(
 ) -> dict[str, Any]:
     """One new reviewer: `queue.lease_next` then `review.submit_review`, each in its own
     transaction as the review page runs them; milliseconds per step and for both."""
+    from workbench.services.projects import get_project
     from workbench.services.queue.lease import lease_next
     from workbench.services.review import flow as review
 
@@ -523,7 +529,7 @@ def measure_single_path(
 
         def lease() -> int | None:
             with db.sessions.begin() as s:
-                project = review.get_project_by_name(s, project_name)
+                project = get_project(s, project_name)
                 lease = lease_next(s, project, s.get_one(User, uid))
                 return None if lease is None else lease.id
 
@@ -533,9 +539,9 @@ def measure_single_path(
 
         def submit(lease_id: int = lease_id) -> Any:
             with db.sessions.begin() as s:
-                project = review.get_project_by_name(s, project_name)
-                data = review.label_input({"decision": "not_violating"}, review.lease_key(lease_id))
-                return review.submit_review(s, project, actor, lease_id, data)
+                project = get_project(s, project_name)
+                form = review.ReviewForm(decision="not_violating")
+                return review.submit_review(s, project, actor, lease_id, form)
 
         result, t_submit = _timed(submit)
         if not result.created:
@@ -546,16 +552,17 @@ def measure_single_path(
     total = [a + b for a, b in zip(lease_ms, submit_ms, strict=True)]
     return {
         "iterations": iterations,
-        "lease_next": _stats(lease_ms),
-        "submit_review": _stats(submit_ms),
-        "lease_and_submit": _stats(total),
+        "lease_next": latency_ms(lease_ms, 2),
+        "submit_review": latency_ms(submit_ms, 2),
+        "lease_and_submit": latency_ms(total, 2),
     }
 
 
 def measure_batch_path(db: Database, project_name: str, batches: int, batch: int) -> dict[str, Any]:
     """One new reviewer on the batched path: milliseconds per label, lease plus submit."""
     from workbench.services.projects import get_project
-    from workbench.services.queue.batch import Submission, lease_batch, submit_batch
+    from workbench.services.queue.batch import Submission, submit_batch
+    from workbench.services.queue.lease import lease_batch
 
     with db.sessions.begin() as s:
         (uid,) = add_reviewers(s, [f"latency-{uuid.uuid4().hex[:8]}"])
@@ -573,7 +580,7 @@ def measure_batch_path(db: Database, project_name: str, batches: int, batch: int
         if len(result.created) != batch:
             raise WorkbenchError(f"a batch of {batch} recorded {len(result.created)} labels")
         per_label.append((time.perf_counter() - t) * 1000 / batch)
-    return {"batches": batches, "batch": batch, "per_label": _stats(per_label)}
+    return {"batches": batches, "batch": batch, "per_label": latency_ms(per_label, 2)}
 
 
 def run_latency_benchmark(

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from workbench.bench.results import benchmarks_dir, write_result
+from workbench.bench.results import write_result
 from workbench.cli._common import JsonFlag, emit, handled, say
-from workbench.errors import WorkbenchError
 from workbench.progress import stderr_progress
 
 DEFAULT_AL_STRATEGIES = (
@@ -70,19 +69,9 @@ def al(
 ) -> None:
     """Simulated reviewers answer from each item's own crowd votes; learning curves per
     strategy, area under them, labels to reach the full-pool head, rare items found."""
-    from workbench.bench.al import (
-        ALConfig,
-        cached_text_vectors,
-        load_vote_csv,
-        run_al_benchmark,
-    )
+    from workbench.bench.al import ALConfig, al_benchmark_on_csv
 
     with handled(json_mode):
-        votes = load_vote_csv(data, text_column, _names(vote_columns), positive)
-        if seed_labels >= budget:
-            raise WorkbenchError(
-                f"--seed-labels {seed_labels} must be smaller than --budget {budget}"
-            )
         config = ALConfig(
             strategies=tuple(_names(strategies)),
             n_seeds=seeds,
@@ -96,22 +85,15 @@ def al(
             threads=threads,
             jobs=jobs,
         )
-        if vectors is not None:
-            import numpy as np
-
-            x = np.load(vectors, mmap_mode="r")
-        else:
-            say(f"{len(votes.texts)} items, classes {votes.classes}; embedding (cached)")
-            x = cached_text_vectors(data, text_column, votes.texts, progress=stderr_progress)
-        from datetime import UTC, datetime
-
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        result = run_al_benchmark(
-            x,
-            votes,
+        result = al_benchmark_on_csv(
+            data,
+            text_column,
+            _names(vote_columns),
+            positive,
             config,
+            vectors=vectors,
             progress=stderr_progress,
-            plot_path=benchmarks_dir() / f"al-{stamp}.png",
+            say=say,
         )
         path = write_result("al", result)
         say(f"wrote {path} and {result['plot']}")
