@@ -35,7 +35,10 @@ from workbench.errors import PermissionDenied, WorkbenchError
 from workbench.services.audit import Actor
 from workbench.services.projects import set_project_setting
 from workbench.services.quality import gold
-from workbench.services.queue.lease import NewEntry, enqueue, finish_lease, lease_next
+from workbench.services.quality.overview import overlap_items
+from workbench.services.queue.enqueue import NewEntry, enqueue
+from workbench.services.queue.health import queue_health
+from workbench.services.queue.lease import finish_lease, lease_next
 from workbench.services.review import flow as review
 from workbench.services.taxonomy import current_policy_version
 from workbench.services.users import add_user
@@ -119,8 +122,9 @@ def test_a_reviewer_sees_no_hint_that_an_item_is_gold(db: Database) -> None:
             view = review.current_item(s, p, alice)
             assert view is not None and view.lease_id is not None
             seen.append(view)
-            review.submit_review(s, p, alice, view.lease_id, review.label_input(
-                {"decision": "not_violating"}, view.idempotency_key))  # fmt: skip
+            review.submit_review(
+                s, p, alice, view.lease_id, review.ReviewForm(decision="not_violating")
+            )
     fields = {f.name for f in dataclasses.fields(review.ReviewItem)}
     assert fields == {
         "item_id", "external_id", "text", "modalities", "assets", "draft", "lease_id",
@@ -129,7 +133,7 @@ def test_a_reviewer_sees_no_hint_that_an_item_is_gold(db: Database) -> None:
     }  # fmt: skip
     gold_view = next(v for v in seen if v.item_id == golds[0].id)
     plain_view = next(v for v in seen if v.item_id != golds[0].id)
-    assert gold_view.draft == {} and gold_view.idempotency_key.startswith("lease:")
+    assert gold_view.draft == plain_view.draft and gold_view.idempotency_key.startswith("lease:")
     assert gold_view.policies == plain_view.policies
     text = repr(gold_view)
     assert "SECRET" not in text and "gold" not in text.replace("gold 0", "")
@@ -380,7 +384,6 @@ def test_gold_page_highlights_alerts_and_marks_an_item(sqlite_db: Database) -> N
 
 
 def test_gold_entries_are_not_counted_as_pending_work_nor_as_overlap(db: Database) -> None:
-    from workbench.services.queue.lease import queue_health
     from workbench.services.status import project_status
 
     with db.sessions.begin() as s:
@@ -389,4 +392,4 @@ def test_gold_entries_are_not_counted_as_pending_work_nor_as_overlap(db: Databas
         health = queue_health(s, p)
         assert (health["pending"], health["gold_active"]) == (3, 2)
         assert project_status(s, p)["queued"] == 3
-        assert review.overlap_items(s, p, _actor(lead)) == []
+        assert overlap_items(s, p, _actor(lead)) == []

@@ -25,9 +25,12 @@ from workbench.db.models import AuditEvent, Item, Label, LabelSource, Project, U
 from workbench.errors import WorkbenchError
 from workbench.schemas import TaxonomySpec
 from workbench.services.audit import Actor
-from workbench.services.labels import record as L
+from workbench.services.labels import export as export_service
+from workbench.services.labels import import_ as import_service
+from workbench.services.labels import record as record_service
 from workbench.services.labels.current import current_labels
-from workbench.services.labels.record import LabelInput, record_label
+from workbench.services.labels.record import record_label
+from workbench.services.labels.validate import LabelInput, parse_label_input
 from workbench.services.projects import create_project, get_project
 from workbench.services.taxonomy import add_policy_version
 
@@ -198,7 +201,7 @@ def test_record_label_refuses_labels_that_break_the_rules(
 )
 def test_label_input_refuses_malformed_fields(fields: dict[str, Any], field: str) -> None:
     with pytest.raises(WorkbenchError) as err:
-        L.parse_label_input({"decision": "unsure", "idempotency_key": "k", **fields})
+        parse_label_input({"decision": "unsure", "idempotency_key": "k", **fields})
     assert [p.field for p in err.value.problems] == [field]
 
 
@@ -246,7 +249,7 @@ def test_nul_in_a_rationale_is_refused_before_the_database_sees_it(db: Database)
                 p,
                 items[0],
                 alice,
-                L.parse_label_input(
+                parse_label_input(
                     {"decision": "unsure", "idempotency_key": "k", "rationale": "a\x00b"}
                 ),
                 source=LabelSource.human,
@@ -290,8 +293,8 @@ def test_a_correction_supersedes_the_label_once(db: Database) -> None:
         new, _ = record_label(s, p, items[0], lead, fix, source=LabelSource.human, actor=SYSTEM)
         assert new.supersedes_id == old.id
         assert {lb.id for lb in current_labels(s, p)} == {new.id, other.id}
-        assert L.label_as_record(old)["superseded"] is True
-        assert L.label_as_record(new)["supersedes"] == "a"
+        assert export_service.label_as_record(old)["superseded"] is True
+        assert export_service.label_as_record(new)["supersedes"] == "a"
 
         with pytest.raises(WorkbenchError, match="already corrected"):
             record_label(
@@ -342,7 +345,7 @@ def test_two_corrections_racing_for_one_label_cannot_both_land(
             actor=SYSTEM,
         )
         # The second writer checked before the first committed: its check saw no correction.
-        monkeypatch.setattr(L, "is_superseded", lambda *_: False)
+        monkeypatch.setattr(record_service, "is_superseded", lambda *_: False)
         with pytest.raises(WorkbenchError, match="corrected by another label at the same time"):
             record_label(
                 s,
@@ -398,7 +401,7 @@ def test_taxonomy_v2_keeps_old_labels_on_v1_and_refuses_removed_codes(db: Databa
             )
     with db.sessions() as s:
         p = get_project(s, "p")
-        records = {r["idempotency_key"]: r for r in L.iter_label_records(s, p)}
+        records = {r["idempotency_key"]: r for r in export_service.iter_label_records(s, p)}
         assert records["old"]["policy_version"] == 1 and records["old"]["policies"] == ["ip"]
         assert records["new"]["policy_version"] == 2
         assert s.get(Label, old.id).policy_version.version == 1  # type: ignore[union-attr]
@@ -415,12 +418,12 @@ def test_importing_a_removed_code_needs_the_old_policy_version(
     bad = write_jsonl(tmp_path / "bad.jsonl", [base])
     good = write_jsonl(tmp_path / "good.jsonl", [{**base, "policy_version": 1}])
     with sqlite_db.sessions.begin() as s, pytest.raises(WorkbenchError) as err:
-        L.import_labels(s, get_project(s, "p"), bad, SYSTEM)
+        import_service.import_labels(s, get_project(s, "p"), bad, SYSTEM)
     assert "version 2" in err.value.problems[0].reason
     with sqlite_db.sessions.begin() as s:
-        result = L.import_labels(s, get_project(s, "p"), good, SYSTEM)
+        result = import_service.import_labels(s, get_project(s, "p"), good, SYSTEM)
         assert result.imported == 1
-        (record,) = L.iter_label_records(s, get_project(s, "p"))
+        (record,) = export_service.iter_label_records(s, get_project(s, "p"))
         assert record["policy_version"] == 1 and record["policies"] == ["ip"]
 
 
@@ -475,10 +478,10 @@ def test_csv_import_reads_codes_spans_severity_and_times_in_utc(
         ],
     )
     with db.sessions.begin() as s:
-        result = L.import_labels(s, get_project(s, "p"), path, SYSTEM)
+        result = import_service.import_labels(s, get_project(s, "p"), path, SYSTEM)
         assert (result.imported, result.unchanged, result.rejected) == (2, 0, 0)
     with db.sessions() as s:
-        first, second = L.iter_label_records(s, get_project(s, "p"))
+        first, second = export_service.iter_label_records(s, get_project(s, "p"))
         assert first["policies"] == ["hate", "spam"] and first["severity"] == 2
         assert first["spans"] == [{"start": 0, "end": 5}]
         assert first["created_at"] == T0 and first["created_at"].utcoffset() == timedelta(0)
@@ -497,9 +500,9 @@ def test_reimporting_the_same_file_adds_nothing(db: Database, tmp_path: Path) ->
     ]
     path = write_jsonl(tmp_path / "l.jsonl", rows)
     with db.sessions.begin() as s:
-        assert L.import_labels(s, get_project(s, "p"), path, SYSTEM).imported == 2
+        assert import_service.import_labels(s, get_project(s, "p"), path, SYSTEM).imported == 2
     with db.sessions.begin() as s:
-        again = L.import_labels(s, get_project(s, "p"), path, SYSTEM)
+        again = import_service.import_labels(s, get_project(s, "p"), path, SYSTEM)
         assert (again.imported, again.unchanged) == (0, 2)
         assert label_count(s) == 2
         events = list(s.scalars(select(AuditEvent).where(AuditEvent.action == "labels.imported")))
@@ -541,7 +544,7 @@ def test_a_bad_row_stops_the_whole_import_and_every_bad_row_is_listed(
     ]
     path = write_jsonl(tmp_path / "l.jsonl", rows)
     with db.sessions() as s, pytest.raises(WorkbenchError) as err:
-        L.import_labels(s, get_project(s, "p"), path, SYSTEM)
+        import_service.import_labels(s, get_project(s, "p"), path, SYSTEM)
     problems = err.value.problems
     for line, (_, field, reason) in enumerate(BAD_ROWS, start=2):
         assert any(
@@ -568,7 +571,7 @@ def test_skip_invalid_imports_the_good_rows_and_writes_rejects(
     path = write_jsonl(tmp_path / "l.jsonl", rows)
     rejects = tmp_path / "out" / "rejects.jsonl"
     with db.sessions.begin() as s:
-        result = L.import_labels(
+        result = import_service.import_labels(
             s, get_project(s, "p"), path, SYSTEM, skip_invalid=True, rejects=rejects
         )
         assert (result.imported, result.rejected, result.rows) == (2, 2, 4)
@@ -643,13 +646,13 @@ def test_import_supersedes_labels_earlier_in_the_file_and_in_the_database(
     ]
     path = write_jsonl(tmp_path / "l.jsonl", rows)
     with db.sessions() as s, pytest.raises(WorkbenchError) as err:
-        L.import_labels(s, get_project(s, "p"), path, SYSTEM)
+        import_service.import_labels(s, get_project(s, "p"), path, SYSTEM)
     assert [(p.line, p.field) for p in err.value.problems] == [(4, "supersedes"), (5, "supersedes")]
     assert "already corrected" in err.value.problems[0].reason
     assert "older" in err.value.problems[1].reason
     write_jsonl(path, rows[:3])
     with db.sessions.begin() as s:
-        L.import_labels(s, get_project(s, "p"), path, SYSTEM)
+        import_service.import_labels(s, get_project(s, "p"), path, SYSTEM)
     with db.sessions() as s:
         current = {lb.idempotency_key for lb in current_labels(s, get_project(s, "p"))}
         assert current == {"f-1", "f-3"}
@@ -770,7 +773,7 @@ def populate(session: Session) -> None:
 def export_bytes(database: Database, fmt: str) -> bytes:
     buf = io.BytesIO()
     with database.sessions() as s:
-        L.export_labels(s, get_project(s, "p"), fmt, buf)  # type: ignore[arg-type]
+        export_service.export_labels(s, get_project(s, "p"), fmt, buf)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
@@ -794,7 +797,7 @@ def test_label_round_trip_is_lossless(
         make_media_item(s, p)
         add_policy_version(s, p, taxonomy_v2(), SYSTEM)
     with fresh_database.sessions.begin() as s:
-        result = L.import_labels(s, get_project(s, "p"), first, SYSTEM)
+        result = import_service.import_labels(s, get_project(s, "p"), first, SYSTEM)
         assert (result.imported, result.rejected) == (len(TRICKY_RATIONALES) + 3, 0)
         assert sorted(result.users_created) == ["alice", "bob"]
     second = export_bytes(fresh_database, fmt)
@@ -817,7 +820,7 @@ def test_label_round_trip_is_lossless(
 
     # And the re-import into the original project recognises every label.
     with db.sessions.begin() as s:
-        again = L.import_labels(s, get_project(s, "p"), first, SYSTEM)
+        again = import_service.import_labels(s, get_project(s, "p"), first, SYSTEM)
         assert (again.imported, again.unchanged) == (0, len(records))
 
 
@@ -825,7 +828,7 @@ def test_parquet_export_has_list_columns_and_utc_times(db: Database) -> None:
     with db.sessions.begin() as s:
         populate(s)
     table = pq.read_table(io.BytesIO(export_bytes(db, "parquet")))
-    assert table.column_names == list(L.EXPORT_COLUMNS)
+    assert table.column_names == list(export_service.EXPORT_COLUMNS)
     assert str(table.schema.field("policies").type) == "list<element: string>"
     assert str(table.schema.field("spans").type).startswith("list<element: struct<start: int64")
     assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"

@@ -15,10 +15,12 @@ from workbench.db.models import AuditEvent, Label, LabelSource, Role
 from workbench.errors import PermissionDenied
 from workbench.services.audit import Actor
 from workbench.services.labels.propagation import propagate_label, propagate_project
-from workbench.services.labels.record import LabelInput, record_label
+from workbench.services.labels.record import record_label
+from workbench.services.labels.validate import LabelInput
 from workbench.services.projects import set_project_setting
 from workbench.services.quality.agreement import load_counted_labels
-from workbench.services.queue.lease import NewEntry, enqueue, lease_next
+from workbench.services.queue.enqueue import NewEntry, enqueue
+from workbench.services.queue.lease import lease_next
 from workbench.services.train.train import training_set
 
 SYSTEM = Actor.system()
@@ -145,11 +147,10 @@ def test_review_submission_propagates_when_the_project_says_so(db: Database) -> 
         actor = Actor.for_user(alice.name, alice.id, alice.role)
         lease = lease_next(s, p, alice)
         assert lease is not None
-        data = LabelInput(
-            decision="violating", policies=["hate"], severity=2, rationale="slur",
-            idempotency_key="ignored",
-        )  # fmt: skip
-        review.submit_review(s, p, actor, lease.id, data)
+        form = review.ReviewForm(
+            decision="violating", policies=("hate",), severity=2, rationale="slur"
+        )
+        review.submit_review(s, p, actor, lease.id, form)
         copies = s.scalars(select(Label).where(Label.source == LabelSource.propagated)).all()
         assert sorted(c.item.external_id for c in copies) == ["i0", "i2", "i3"]
 

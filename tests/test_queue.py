@@ -9,15 +9,9 @@ from builders import make_items, make_project, make_user
 from workbench.db.models import EntryStatus, LeaseStatus, QueueEntry
 from workbench.db.types import utcnow
 from workbench.services.audit import Actor
-from workbench.services.queue.lease import (
-    NewEntry,
-    enqueue,
-    finish_lease,
-    lease_next,
-    queue_health,
-    reclaim_expired,
-    release,
-)
+from workbench.services.queue.enqueue import NewEntry, enqueue
+from workbench.services.queue.health import queue_health
+from workbench.services.queue.lease import finish_lease, lease_next, reclaim_expired, release
 
 
 def test_lease_returns_the_same_item_until_it_is_finished(db) -> None:

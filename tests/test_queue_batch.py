@@ -26,6 +26,7 @@ from workbench.db.models import (
     AuditEvent,
     EntryKind,
     EntryStatus,
+    Item,
     Label,
     LabelSource,
     Lease,
@@ -34,16 +35,24 @@ from workbench.db.models import (
     User,
 )
 from workbench.db.types import utcnow
+from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor
-from workbench.services.labels.record import export_labels, parse_label_input, record_label
-from workbench.services.queue.batch import Submission, lease_batch, submit_batch
-from workbench.services.queue.lease import NewEntry, enqueue, lease_next
+from workbench.services.labels.export import export_labels
+from workbench.services.labels.record import record_label
+from workbench.services.labels.validate import parse_label_input
+from workbench.services.queue.batch import Submission, submit_batch
+from workbench.services.queue.enqueue import NewEntry, enqueue
+from workbench.services.queue.lease import lease_batch, lease_next
 from workbench.services.review import flow as review
 
 
 def _label(decision: str = "not_violating", **more):  # type: ignore[no-untyped-def]
     # The key is overwritten from the lease by submit_batch.
     return parse_label_input({"decision": decision, "idempotency_key": "x", **more})
+
+
+def _actor(user: User) -> Actor:
+    return Actor.for_user(user.name, user.id, user.role)
 
 
 def _queue(s, n: int = 5, overlap: int = 1, name: str = "p"):  # type: ignore[no-untyped-def]
@@ -218,6 +227,64 @@ def test_batch_submit_rejects_bad_labels_and_others_leases_and_records_the_rest(
         assert s.get(Lease, mine[1].lease_id).status == LeaseStatus.active  # still hers to redo
 
 
+# Labels that break one rule each of `record_label`; the batched path must refuse them alike.
+BAD_LABELS = {
+    "unknown policy code": {"decision": "violating", "policies": ["no_such"], "rationale": "r"},
+    "severity without a code": {"decision": "not_violating", "severity": 2},
+    "none with violating": {"decision": "violating", "policies": ["none"], "rationale": "r"},
+    "violating without rationale": {"decision": "violating", "policies": ["hate"]},
+    "span past the text": {"decision": "not_violating", "spans": [{"start": 0, "end": 999}]},
+    "unknown policy version": {"decision": "not_violating", "policy_version": 99},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LABELS))
+def test_batch_submit_rejects_what_record_label_rejects_for_the_same_reason(db, case) -> None:
+    bad = BAD_LABELS[case]
+    with db.sessions.begin() as s:
+        p, items = _queue(s, n=1)
+        alice = make_user(s, "alice")
+        (leased,) = lease_batch(s, p.id, alice.id, 1, 60)
+        one = parse_label_input({**bad, "idempotency_key": "one"})
+        with pytest.raises(WorkbenchError) as refused:
+            record_label(s, p, items[0], alice, one, source=LabelSource.human, actor=_actor(alice))
+        result = submit_batch(s, alice, [Submission(leased.lease_id, _label(**bad))])
+        assert not result.created
+        also = [str(problem) for problem in refused.value.problems[1:]]
+        assert result.rejected[leased.lease_id] == "; ".join([refused.value.message, *also])
+        assert s.scalar(select(func.count()).select_from(Label)) == 0
+        assert s.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "label.recorded")) == 0  # fmt: skip
+
+
+def test_a_batched_label_has_the_audit_event_of_one_recorded_label_plus_its_lease(db) -> None:
+    with db.sessions.begin() as s:
+        p, items = _queue(s, n=2)
+        alice = make_user(s, "alice")
+        (leased,) = lease_batch(s, p.id, alice.id, 1, 60)
+        other = next(i for i in items if i.id != leased.item_id)
+        said = {"decision": "violating", "policies": ["hate"], "severity": 2, "rationale": "r"}
+        single, _ = record_label(
+            s, p, other, alice, parse_label_input({**said, "idempotency_key": "one"}),
+            source=LabelSource.human, actor=_actor(alice),
+        )  # fmt: skip
+        result = submit_batch(s, alice, [Submission(leased.lease_id, _label(**said))])
+        events = {
+            e.entity_id: e
+            for e in s.scalars(select(AuditEvent).where(AuditEvent.action == "label.recorded"))
+        }
+        one, batched = events[str(single.id)], events[str(result.created[leased.lease_id])]
+        assert (batched.actor, batched.actor_user_id, batched.project_id, batched.entity_type) == (
+            one.actor, one.actor_user_id, one.project_id, one.entity_type,
+        )  # fmt: skip
+        assert batched.details == {
+            **one.details,
+            "item": s.get(Item, leased.item_id).external_id,
+            "lease": leased.lease_id,
+            "batch": 1,
+        }
+
+
 def test_an_expired_lease_counts_only_while_its_slot_is_still_free(db) -> None:
     with db.sessions.begin() as s:
         p, _ = _queue(s, n=2)
@@ -247,8 +314,8 @@ def test_a_batch_lease_can_be_submitted_through_the_review_page_too(db) -> None:
         alice = make_user(s, "alice")
         actor = Actor.for_user(alice.name, alice.id, alice.role)
         first, second = lease_batch(s, p.id, alice.id, 2, 60)
-        data = review.label_input({"decision": "not_violating"}, first.idempotency_key)
-        one = review.submit_review(s, p, actor, first.lease_id, data)
+        form = review.ReviewForm(decision="not_violating")
+        one = review.submit_review(s, p, actor, first.lease_id, form)
         both = _submit_all(s, alice, [first, second])
         assert both.already == {first.lease_id: one.label_id}
         assert list(both.created) == [second.lease_id]

@@ -12,7 +12,9 @@ import typer
 from workbench.cli._common import JsonFlag, ProjectOpt, database, emit, handled, say
 from workbench.services.audit import Actor
 from workbench.services.ingest.tabular import Format, detect_format
-from workbench.services.labels import record as label_service
+from workbench.services.labels.export import export_labels, export_labels_to_file
+from workbench.services.labels.import_ import import_labels
+from workbench.services.labels.propagation import propagate_project
 from workbench.services.projects import get_project
 
 app = typer.Typer(help="Labels in and out: import and export label files.", no_args_is_help=True)
@@ -55,7 +57,7 @@ def import_(
         raise typer.BadParameter("--rejects needs --skip-invalid", param_hint="--rejects")
     with database(json_mode) as db, db.sessions.begin() as s:
         p = get_project(s, project)
-        result = label_service.import_labels(
+        result = import_labels(
             s, p, file, Actor.system(), fmt=fmt, skip_invalid=skip_invalid, rejects=rejects
         )
         for problem in result.problems[:200]:
@@ -101,11 +103,11 @@ def export(
         p = get_project(s, project)
         if out is None:
             sys.stdout.flush()
-            n = label_service.export_labels(s, p, chosen, sys.stdout.buffer)
+            n = export_labels(s, p, chosen, sys.stdout.buffer)
             sys.stdout.buffer.flush()
             say(f"exported {n} labels of {project!r}")
             return
-        n = label_service.export_labels_to_file(s, p, chosen, out)
+        n = export_labels_to_file(s, p, chosen, out)
         say(f"exported {n} labels of {project!r} to {out}")
         emit({"project": project, "format": chosen, "out": str(out), "labels": n}, json_mode, None)
 
@@ -116,8 +118,6 @@ def propagate(project: ProjectOpt, json_mode: JsonFlag = False) -> None:
     (exact and near-duplicates, see `workbench embed`). Copies are recorded with source
     'propagated', never counted as human labels, used for training only where an item has no
     label of its own; the latest judgement in a group wins. Safe to run again."""
-    from workbench.services.labels.propagation import propagate_project
-
     with database(json_mode) as db, db.sessions.begin() as s:
         report = propagate_project(s, get_project(s, project), Actor.system())
     with handled(json_mode):

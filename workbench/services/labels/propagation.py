@@ -12,7 +12,6 @@ or when another member of the group is labelled later: the latest judgement in a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from workbench.db.models import Decision, Item, Label, LabelSource, Project, Role
 from workbench.services.audit import Actor, record_event, require_role
-from workbench.services.labels.record import LabelInput, record_label
-
-HUMAN_SOURCES = (LabelSource.human, LabelSource.import_)
+from workbench.services.labels.current import HUMAN_SOURCES, current_labels_query
+from workbench.services.labels.record import record_label
+from workbench.services.labels.validate import LabelInput
 
 
 def propagation_key(source_label_id: int, item_id: int) -> str:
@@ -50,17 +49,6 @@ def group_members(session: Session, item: Item) -> list[Item]:
             )
             .order_by(Item.id)
         )
-    )
-
-
-def _current(session: Session, item_ids: Iterable[int]) -> list[Label]:
-    """Labels not superseded by another label, on these items."""
-    ids = list(item_ids)
-    if not ids:
-        return []
-    superseded = select(Label.supersedes_id).where(Label.supersedes_id.is_not(None))
-    return list(
-        session.scalars(select(Label).where(Label.item_id.in_(ids), Label.id.not_in(superseded)))
     )
 
 
@@ -99,7 +87,7 @@ def propagate_label(
     if not members:
         return report
     report.source_labels += 1
-    current = _current(session, (m.id for m in members))
+    current = session.scalars(current_labels_query(project, item_ids=(m.id for m in members))).all()
     own = {lab.item_id for lab in current if lab.source in HUMAN_SOURCES}
     copies: dict[int, Label] = {
         lab.item_id: lab for lab in current if lab.source == LabelSource.propagated
@@ -153,14 +141,7 @@ def propagate_label(
 
 def propagated_training_labels(session: Session, project: Project) -> dict[int, tuple[Label, int]]:
     """Item -> (its current propagated label, the item that label was copied from)."""
-    superseded = select(Label.supersedes_id).where(Label.supersedes_id.is_not(None))
-    copies = session.scalars(
-        select(Label).where(
-            Label.project_id == project.id,
-            Label.source == LabelSource.propagated,
-            Label.id.not_in(superseded),
-        )
-    ).all()
+    copies = session.scalars(current_labels_query(project, sources=[LabelSource.propagated])).all()
     # The key names the source label (propagation_key); one query finds their items.
     source_ids = {lab.id: int(lab.idempotency_key.split(":")[1]) for lab in copies}
     source_items = dict(
@@ -188,13 +169,9 @@ def propagate_project(session: Session, project: Project, actor: Actor) -> Propa
     exact_roots = select(Item.duplicate_of_id).where(
         Item.project_id == project.id, Item.duplicate_of_id.is_not(None)
     )
-    superseded = select(Label.supersedes_id).where(Label.supersedes_id.is_not(None))
     labels = session.scalars(
-        select(Label)
+        current_labels_query(project, sources=HUMAN_SOURCES)
         .where(
-            Label.project_id == project.id,
-            Label.source.in_(HUMAN_SOURCES),
-            Label.id.not_in(superseded),
             or_(
                 Label.item_id.in_(grouped),
                 Label.item_id.in_(roots),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from workbench.db.models import (
     Adjudication,
@@ -26,7 +26,6 @@ from workbench.db.models import (
     Decision,
     Item,
     Label,
-    LabelSource,
     Project,
     Role,
     User,
@@ -34,6 +33,7 @@ from workbench.db.models import (
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.labels.current import HUMAN_SOURCES, current_labels_query
 from workbench.services.projects import project_settings
 from workbench.services.quality.agreement import (
     COUNTED_LABELS,
@@ -319,17 +319,10 @@ def _case_dict(case: Adjudication, external_id: str, n_labels: int | None = None
 
 def _counted_labels_query(project: Project, item_ids: Iterable[int]):  # type: ignore[no-untyped-def]
     """Current labels made by people on these items (the latest per reviewer is picked after)."""
-    newer = aliased(Label)
     return (
-        select(Label, User.name)
+        current_labels_query(project, item_ids=item_ids, sources=HUMAN_SOURCES)
+        .add_columns(User.name)
         .join(User, User.id == Label.reviewer_id)
-        .outerjoin(newer, newer.supersedes_id == Label.id)
-        .where(
-            Label.project_id == project.id,
-            Label.item_id.in_(list(item_ids)),
-            Label.source.in_([LabelSource.human, LabelSource.import_]),
-            newer.id.is_(None),
-        )
         .order_by(Label.created_at, Label.id)
     )
 

@@ -15,12 +15,13 @@ from typing import Any, Literal
 import krippendorff
 import numpy as np
 import pandas as pd
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kappa
 
-from workbench.db.models import Decision, Item, Label, LabelSource, Project, User
+from workbench.db.models import Decision, Item, Label, Project, User
 from workbench.errors import WorkbenchError
+from workbench.services.labels.current import HUMAN_SOURCES, is_current
 
 Level = Literal["nominal", "ordinal"]
 
@@ -642,7 +643,6 @@ def load_counted_labels(session: Session, project: Project) -> pd.DataFrame:
     copies are never a judgement), and of several current labels by one reviewer on one item
     only the latest (created_at, then id).
     """
-    newer = aliased(Label)
     rows = session.execute(
         select(
             Label.id,
@@ -660,8 +660,8 @@ def load_counted_labels(session: Session, project: Project) -> pd.DataFrame:
         .join(Item, Item.id == Label.item_id)
         .where(
             Label.project_id == project.id,
-            Label.source.in_([LabelSource.human, LabelSource.import_]),
-            ~exists(select(newer.id).where(newer.supersedes_id == Label.id)),
+            Label.source.in_(HUMAN_SOURCES),
+            is_current(),
         )
     ).all()
     frame = pd.DataFrame(

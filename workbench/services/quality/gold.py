@@ -2,10 +2,10 @@
 (not by a selection strategy), and each reviewer's accuracy on them with a Wilson interval, a
 weekly trend and an alert when it falls below the project's threshold.
 
-How gold reaches a reviewer (see `lease_gold_if_due`): every gold item has one queue entry of
-kind `gold` whose overlap target is effectively unlimited, so each reviewer can get it once; the
-UNIQUE (entry, reviewer) lease constraint makes "never twice to one reviewer" hold. A
-reviewer's leases are counted in blocks of `round(1 / gold_rate)`; in each block exactly one
+How gold reaches a reviewer (see `queue.lease.lease_gold_if_due`): every gold item has one
+queue entry of kind `gold` whose overlap target is effectively unlimited, so each reviewer can
+get it once; the UNIQUE (entry, reviewer) lease constraint makes "never twice to one reviewer"
+hold. A reviewer's leases are counted in blocks of `round(1 / gold_rate)`; in each block exactly one
 lease is a gold item, at a position drawn from a hash of (project, reviewer, block). So the rate
 is exact per block, the run is repeatable (no global random state), and a reviewer cannot tell
 gold by counting items (it is not always the 50th).
@@ -13,15 +13,16 @@ gold by counting items (it is not always the 50th).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import exists, func, select, update
+import pandas as pd
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from statsmodels.stats.proportion import proportion_confint
 
 from workbench.db.models import (
     AuditEvent,
@@ -30,25 +31,26 @@ from workbench.db.models import (
     EntryStatus,
     GoldItem,
     Item,
-    Label,
     LabelSource,
-    Lease,
     PolicyVersion,
     Project,
     QueueEntry,
     Role,
-    User,
 )
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, Problem, WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.ingest.tabular import Record, iter_records
+from workbench.services.labels.validate import (
+    ItemFacts,
+    PolicyRules,
+    check_label,
+    parse_label_input,
+)
 from workbench.services.projects import project_settings
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-# pandas and the agreement module (krippendorff, statsmodels) are imported by the accuracy
-# functions only: `queue.lease_next` imports this module, and leasing must stay light.
+from workbench.services.quality.agreement import iso_week, load_counted_labels
+from workbench.services.queue.enqueue import NewEntry, enqueue
+from workbench.services.taxonomy import current_policy_version
 
 # Large enough that every reviewer of any project can get a gold item once; leasing checks
 # `active_leases + completed < overlap_target`, so the entry never fills up and never turns
@@ -109,14 +111,6 @@ def checked_answer(
 ) -> tuple[Answer, PolicyVersion]:
     """An answer checked against the project's current taxonomy by the rules labels follow
     (known codes, `none` only with not_violating, a severity on the code's scale)."""
-    from workbench.services.labels.record import (
-        ItemFacts,
-        PolicyRules,
-        check_label,
-        parse_label_input,
-    )
-    from workbench.services.taxonomy import current_policy_version
-
     try:
         data = parse_label_input(
             {
@@ -140,8 +134,6 @@ def checked_answer(
 
 def answer_choices(session: Session, project: Project) -> dict[str, Any]:
     """What an answer may say under the current taxonomy: decisions, codes, severity levels."""
-    from workbench.services.taxonomy import current_policy_version
-
     pv = current_policy_version(session, project)
     return {
         "version": pv.version,
@@ -191,8 +183,6 @@ def _gold_row(session: Session, project: Project, item_id: int) -> GoldItem | No
 def _open_gold_entry(session: Session, project: Project, item: Item, actor: Actor) -> None:
     """The item's own way into queues. Any other open entry of the item is cancelled: a gold
     item must not also reach reviewers as an ordinary selected item."""
-    from workbench.services.queue.lease import NewEntry, enqueue
-
     open_entry = session.scalar(
         select(QueueEntry).where(
             QueueEntry.item_id == item.id, QueueEntry.status == EntryStatus.pending
@@ -393,8 +383,6 @@ def read_gold_file(path: Path) -> list[GoldInput]:
     """Gold answers from a JSONL or CSV file: columns external_id, decision (required),
     policies (a list, or "hate;harassment" in CSV), severity, note. Every unreadable row is
     reported with its line and field, and then nothing is returned."""
-    from workbench.services.ingest.tabular import Record, iter_records
-
     name = str(path)
     out: list[GoldInput] = []
     problems: list[Problem] = []
@@ -459,94 +447,11 @@ def read_gold_file(path: Path) -> list[GoldInput]:
     return out
 
 
-# --- mixing gold into a reviewer's queue -------------------------------------------------------
-
-
-def gold_period(gold_rate: float) -> int | None:
-    """One gold lease in every `period` leases; None when gold is off."""
-    if gold_rate <= 0:
-        return None
-    return max(1, round(1 / gold_rate))
-
-
-def gold_slot_due(project_id: int, reviewer_id: int, leases_before: int, period: int) -> bool:
-    """Whether the reviewer's next lease (after `leases_before` of them) is the gold one of its
-    block. The position within each block comes from a hash, so it is repeatable but not
-    always the same place."""
-    block, position = divmod(leases_before, period)
-    digest = hashlib.sha256(f"gold:{project_id}:{reviewer_id}:{block}".encode()).digest()
-    return position == int.from_bytes(digest[:8], "big") % period
-
-
-def lease_gold_if_due(
-    session: Session,
-    project: Project,
-    reviewer: User,
-    *,
-    now: datetime,
-    lease_seconds: int,
-) -> Lease | None:
-    """A lease on a gold item when this reviewer's next lease is due to be gold, else None.
-
-    Called by `queue.lease_next` before the ordinary queue. Returns None (and the ordinary
-    queue serves) when gold is off, the project has no gold, it is not the gold slot, or the
-    reviewer has had or labelled every gold item already.
-    """
-    period = gold_period(project_settings(project).gold_rate)
-    if period is None:
-        return None
-    gold_open = (
-        select(QueueEntry.id)
-        .where(
-            QueueEntry.project_id == project.id,
-            QueueEntry.kind == EntryKind.gold,
-            QueueEntry.status == EntryStatus.pending,
-        )
-        .limit(1)
-    )
-    if session.scalar(gold_open) is None:
-        return None
-    leases_before = (
-        session.scalar(
-            select(func.count())
-            .select_from(Lease)
-            .join(QueueEntry, QueueEntry.id == Lease.entry_id)
-            .where(QueueEntry.project_id == project.id, Lease.reviewer_id == reviewer.id)
-        )
-        or 0
-    )
-    if not gold_slot_due(project.id, reviewer.id, leases_before, period):
-        return None
-    already = exists().where(Lease.entry_id == QueueEntry.id, Lease.reviewer_id == reviewer.id)
-    labelled = exists().where(Label.item_id == QueueEntry.item_id, Label.reviewer_id == reviewer.id)
-    # The least-served gold item first, so answers spread over all gold items. No SKIP LOCKED:
-    # a gold entry never fills up, so concurrent reviewers only queue briefly on its counter.
-    entry_id = session.scalar(
-        select(QueueEntry.id)
-        .where(
-            QueueEntry.project_id == project.id,
-            QueueEntry.kind == EntryKind.gold,
-            QueueEntry.status == EntryStatus.pending,
-            ~already,
-            ~labelled,
-        )
-        .order_by(QueueEntry.completed + QueueEntry.active_leases, QueueEntry.id)
-        .limit(1)
-    )
-    if entry_id is None:
-        return None
-    from workbench.services.queue.lease import take_slot
-
-    return take_slot(session, entry_id, reviewer, now=now, lease_seconds=lease_seconds)
-
-
 # --- accuracy ----------------------------------------------------------------------------------
 
 
 def wilson_interval(correct: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval for a proportion (statsmodels)."""
-    from statsmodels.stats.proportion import proportion_confint
-
     low, high = proportion_confint(correct, n, alpha=alpha, method="wilson")
     return float(low), float(high)
 
@@ -570,10 +475,6 @@ def accuracy_table(labels: pd.DataFrame, answers: dict[int, Answer]) -> pd.DataF
     label's training class (first violation code, `none`, or nothing for unsure) is the
     answer's.
     """
-    import pandas as pd
-
-    from workbench.services.quality.agreement import iso_week
-
     columns = ["reviewer", "week", "decision_ok", "policy_ok"]
     on_gold = labels[labels["item_id"].isin(list(answers))] if not labels.empty else labels
     if on_gold.empty:
@@ -613,10 +514,6 @@ def gold_accuracy(
     of a reviewer's alert state (raised, cleared) is written once as an audit event; an ad hoc
     window records nothing.
     """
-    import pandas as pd
-
-    from workbench.services.quality.agreement import load_counted_labels
-
     require_role(actor, Role.lead, action="see gold accuracy")
     settings = project_settings(project)
     now = now or utcnow()

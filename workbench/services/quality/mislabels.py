@@ -22,10 +22,10 @@ from workbench.db.models import EmbeddingSpace, EntryKind, EntryStatus, Item, Qu
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
 from workbench.services.projects import get_project
-from workbench.services.queue.lease import NewEntry
-from workbench.services.queue.lease import enqueue as add_to_queue
+from workbench.services.queue.enqueue import NewEntry
+from workbench.services.queue.enqueue import enqueue as add_to_queue
 from workbench.services.train.train import champion, training_set
-from workbench.services.vectors.embed import FUSED, get_space, load_space_vectors
+from workbench.services.vectors.spaces import FUSED, get_space, load_space_vectors
 
 DEFAULT_FOLDS = 5
 MIN_ITEMS = 10  # below this, out-of-fold heads learn from a handful of items: noise, not evidence

@@ -1,92 +1,47 @@
-"""The review queue's batched hot path: lease up to n entries in one statement and submit many
-labels in one transaction, in SQLAlchemy Core, for clients that review fast (simulated reviewers,
-a labelling API, a UI that prefetches).
+"""Submitting many labels of leased items in one transaction, in SQLAlchemy Core, for clients
+that review fast (simulated reviewers, a labelling API, a UI that prefetches); their leases come
+from `queue.lease.lease_batch`.
 
-Same invariants as `services/queue.py`, held by the same means:
-- leasing is one guarded UPDATE on the entries' counters, so no entry ever has more active plus
-  completed leases than its overlap target; on Postgres the candidates are picked with
-  `FOR UPDATE SKIP LOCKED`, on SQLite the UPDATE runs under the single writer's lock;
-- the UNIQUE (entry, reviewer) constraint on leases keeps an entry from reaching one reviewer
-  twice even if two of their clients lease at once;
+Same invariants as the one-at-a-time path, held by the same means:
+- the labels are checked and recorded by labels/record.py (`check_labels`, `insert_labels`), the
+  rules and the `label.recorded` audit event of `record_label`, inserted in bulk;
 - a label's idempotency key is derived from its lease (`lease:{id}`, as the review page does),
-  and the insert is ON CONFLICT DO NOTHING, so resubmitting a batch never makes a second label.
-Every label gets its own `label.recorded` audit event, as one recorded by `record_label` does.
-Gold items are not handed out here: they reach reviewers through `queue.lease_next`.
+  and the insert is ON CONFLICT DO NOTHING, so resubmitting a batch never makes a second label;
+- an entry is counted by one guarded UPDATE, so it never gets more completed plus active leases
+  than its overlap target.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import (
-    CTE,
-    Select,
-    Table,
-    and_,
-    bindparam,
-    case,
-    delete,
-    exists,
-    false,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, and_, bindparam, case, delete, false, or_, select, update
 from sqlalchemy.orm import Session
 
-from workbench.db.models import (
-    AuditEvent,
-    EntryKind,
-    EntryStatus,
-    Label,
-    LabelSource,
-    Lease,
-    LeaseStatus,
-    Project,
-    QueueEntry,
-    ReviewDraft,
-    User,
-)
+from workbench.db.models import EntryStatus, LabelSource, LeaseStatus, Project, ReviewDraft, User
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor
 from workbench.services.labels.record import (
-    LabelInput,
-    PolicyRules,
-    check_label,
-    item_facts,
-    label_values,
+    PendingLabel,
+    check_labels,
+    insert_labels,
     require_may_record,
 )
-from workbench.services.projects import project_settings
-from workbench.services.review.flow import lease_key
-from workbench.services.taxonomy import current_policy_version, get_policy_version
+from workbench.services.labels.validate import LabelInput, item_facts
+from workbench.services.queue.lease import (
+    HAS_FREE_SLOT,
+    entries,
+    is_postgres,
+    labels,
+    lease_key,
+    leases,
+)
 
-# Core tables: the hot path builds no ORM objects.
-entries = cast(Table, QueueEntry.__table__)
-leases = cast(Table, Lease.__table__)
-labels = cast(Table, Label.__table__)
-audit_events = cast(Table, AuditEvent.__table__)
 drafts = cast(Table, ReviewDraft.__table__)
-
-# Expired leases reclaimed per call: bounded, so one call never stalls on a backlog.
-RECLAIM_LIMIT = 1000
-
-
-@dataclass(frozen=True)
-class LeasedEntry:
-    """One lease the reviewer holds, with what a client needs to show the item."""
-
-    lease_id: int
-    entry_id: int
-    item_id: int
-    expires_at: datetime
-    idempotency_key: str  # the key the label of this lease must carry
 
 
 @dataclass(frozen=True)
@@ -111,196 +66,9 @@ class BatchSubmitResult:
         return {**self.already, **self.created}
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def _insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
-    # The dialect's own INSERT, for ON CONFLICT DO NOTHING (same spelling on both backends).
-    if _is_postgres(session):
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
-def _once(session: Session, rows: Select[Any], name: str) -> CTE:
-    """`rows` as a CTE that runs exactly once.
-
-    Why: in `UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` Postgres may
-    rescan the subquery, and a rescan skips the rows this statement already updated and takes
-    the next ones, so more than n rows change. A MATERIALIZED CTE is computed once. (SQLite
-    evaluates an uncorrelated IN list once anyway; the CTE changes nothing there.)
-    """
-    cte = rows.cte(name)
-    if _is_postgres(session):
-        cte = cte.prefix_with("MATERIALIZED")
-    return cte
-
-
-# --------------------------------------------------------------------------------------------
-# Leasing
-
-
-def reclaim_expired_batch(session: Session, project_id: int, now: datetime) -> int:
-    """Return the slots of the project's expired leases (up to RECLAIM_LIMIT); how many expired.
-
-    Guarded like `queue.reclaim_expired`: only the statement that flips a lease from active to
-    expired gives its slot back, so two reviewers reclaiming at once never give one back twice.
-    """
-    expired = (
-        select(leases.c.id)
-        .join(entries, entries.c.id == leases.c.entry_id)
-        .where(
-            entries.c.project_id == project_id,
-            leases.c.status == LeaseStatus.active,
-            leases.c.expires_at < now,
-        )
-        .order_by(leases.c.id)
-        .limit(RECLAIM_LIMIT)
-    )
-    if _is_postgres(session):
-        # Leases another reviewer is reclaiming (or submitting) right now are theirs to handle.
-        expired = expired.with_for_update(skip_locked=True, of=leases)
-    picked = _once(session, expired, "expired")
-    flipped = session.execute(
-        update(leases)
-        .where(leases.c.id.in_(select(picked.c.id)), leases.c.status == LeaseStatus.active)
-        .values(status=LeaseStatus.expired, finished_at=now)
-        .returning(leases.c.entry_id)
-    ).all()
-    slots = Counter(entry_id for (entry_id,) in flipped)
-    by_count: dict[int, list[int]] = defaultdict(list)
-    for entry_id, n in slots.items():
-        by_count[n].append(entry_id)
-    for n, entry_ids in sorted(by_count.items()):
-        session.execute(
-            update(entries)
-            .where(entries.c.id.in_(sorted(entry_ids)))
-            .values(active_leases=entries.c.active_leases - n)
-        )
-    return len(flipped)
-
-
-def _held(
-    session: Session, project_id: int, reviewer_id: int, n: int, now: datetime
-) -> list[LeasedEntry]:
-    rows = session.execute(
-        select(leases.c.id, leases.c.entry_id, entries.c.item_id, leases.c.expires_at)
-        .join(entries, entries.c.id == leases.c.entry_id)
-        .where(
-            entries.c.project_id == project_id,
-            leases.c.reviewer_id == reviewer_id,
-            leases.c.status == LeaseStatus.active,
-            leases.c.expires_at >= now,
-        )
-        .order_by(leases.c.leased_at, leases.c.id)
-        .limit(n)
-    ).all()
-    return [LeasedEntry(r.id, r.entry_id, r.item_id, r.expires_at, lease_key(r.id)) for r in rows]
-
-
-def lease_batch(
-    session: Session,
-    project_id: int,
-    reviewer_id: int,
-    n: int,
-    lease_seconds: int | None = None,
-    now: datetime | None = None,
-) -> list[LeasedEntry]:
-    """Up to `n` leases for the reviewer: the ones they still hold first, then new ones on the
-    best open entries (highest priority, then oldest). An empty list: nothing is left for them.
-    """
-    if n < 1:
-        raise WorkbenchError(f"a batch leases at least 1 entry, got n={n}")
-    now = now or utcnow()
-    if lease_seconds is None:
-        lease_seconds = project_settings(session.get_one(Project, project_id)).lease_seconds
-    # First statement is a write: on SQLite it takes the writer's lock, so everything below
-    # sees the latest state and no other writer can change it before this transaction ends.
-    reclaim_expired_batch(session, project_id, now)
-    held = _held(session, project_id, reviewer_id, n, now)
-    wanted = n - len(held)
-    if wanted <= 0:
-        return held
-
-    room = entries.c.active_leases + entries.c.completed < entries.c.overlap_target
-    already = exists().where(leases.c.entry_id == entries.c.id, leases.c.reviewer_id == reviewer_id)
-    # project_id too, so the (project_id, item_id) index on labels answers it.
-    labelled = exists().where(
-        labels.c.project_id == entries.c.project_id,
-        labels.c.item_id == entries.c.item_id,
-        labels.c.reviewer_id == reviewer_id,
-    )
-    # Fast only with an index in this very order, (project_id, status, priority DESC, id): one
-    # short range scan. An ascending priority index cannot give `DESC, id ASC`, so the database
-    # then reads and sorts every pending entry of the project on each call.
-    candidates = (
-        select(entries.c.id)
-        .where(
-            entries.c.project_id == project_id,
-            entries.c.status == EntryStatus.pending,
-            entries.c.kind != EntryKind.gold,
-            room,
-            ~already,
-            ~labelled,
-        )
-        .order_by(entries.c.priority.desc(), entries.c.id)
-        .limit(wanted)
-    )
-    if _is_postgres(session):
-        # Rows another reviewer is leasing right now are skipped, not waited for.
-        candidates = candidates.with_for_update(skip_locked=True, of=entries)
-    # The guard is repeated on the UPDATE itself: under Postgres READ COMMITTED it is evaluated
-    # again on the locked row's latest version, so a slot filled meanwhile is never overfilled.
-    picked = _once(session, candidates, "candidates")
-    taken = session.execute(
-        update(entries)
-        .where(entries.c.id.in_(select(picked.c.id)), entries.c.status == EntryStatus.pending, room)
-        .values(active_leases=entries.c.active_leases + 1)
-        .returning(entries.c.id, entries.c.item_id, entries.c.priority)
-    ).all()
-    if not taken:
-        return held
-
-    expires_at = now + timedelta(seconds=lease_seconds)
-    # DO NOTHING on (entry, reviewer): the same reviewer's other client took one of these
-    # entries a moment ago; that slot is given back below instead of failing the whole batch.
-    inserted = session.execute(
-        _insert(session, leases)
-        .on_conflict_do_nothing(index_elements=[leases.c.entry_id, leases.c.reviewer_id])
-        .returning(leases.c.id, leases.c.entry_id),
-        [
-            {
-                "entry_id": t.id,
-                "reviewer_id": reviewer_id,
-                "status": LeaseStatus.active,
-                "leased_at": now,
-                "expires_at": expires_at,
-            }
-            for t in taken
-        ],
-    ).all()
-    lease_of = {entry_id: lease_id for lease_id, entry_id in inserted}
-    lost = sorted(t.id for t in taken if t.id not in lease_of)
-    if lost:
-        session.execute(
-            update(entries)
-            .where(entries.c.id.in_(lost))
-            .values(active_leases=entries.c.active_leases - 1)
-        )
-    order = sorted((t for t in taken if t.id in lease_of), key=lambda t: (-t.priority, t.id))
-    return held + [
-        LeasedEntry(lease_of[t.id], t.id, t.item_id, expires_at, lease_key(lease_of[t.id]))
-        for t in order
-    ]
-
-
-# --------------------------------------------------------------------------------------------
-# Submitting
-
-
 def _lock_leases(session: Session, lease_ids: list[int]) -> None:
     """Serialise submissions of the same leases (a retried batch, a second client)."""
-    if _is_postgres(session):
+    if is_postgres(session):
         session.execute(
             select(leases.c.id).where(leases.c.id.in_(lease_ids)).order_by(leases.c.id)
             .with_for_update()
@@ -311,31 +79,6 @@ def _lock_leases(session: Session, lease_ids: list[int]) -> None:
         session.execute(
             update(leases).where(leases.c.id.in_(lease_ids)).values(status=leases.c.status)
         )
-
-
-class _Rules:
-    """The policy rules a batch needs, each version loaded once."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.current: dict[int, PolicyRules] = {}
-        self.versions: dict[tuple[int, int], PolicyRules] = {}
-
-    def get(self, project: Project, version: int | None) -> PolicyRules | str:
-        try:
-            if version is None:
-                if project.id not in self.current:
-                    self.current[project.id] = PolicyRules.of(
-                        current_policy_version(self.session, project)
-                    )
-                return self.current[project.id]
-            if (project.id, version) not in self.versions:
-                self.versions[(project.id, version)] = PolicyRules.of(
-                    get_policy_version(self.session, project, version)
-                )
-            return self.versions[(project.id, version)]
-        except WorkbenchError as exc:
-            return exc.message
 
 
 def submit_batch(
@@ -351,9 +94,9 @@ def submit_batch(
     Per lease, like `review.submit_review`: a lease whose label exists already is reported in
     `already` (a retry changes nothing); a lease that is not the reviewer's, was closed, or
     expired and went to someone else, or whose label breaks the taxonomy or the item's bounds
-    (the same `check_label` as every label), is reported in `rejected` and leaves nothing
-    behind. The others are recorded: label, lease submitted, entry counted (done once it has
-    its overlap), one audit event per label.
+    (`labels.record.check_labels`: `record_label`'s rules), is reported in `rejected` and
+    leaves nothing behind. The others are recorded: label, lease submitted, entry counted (done
+    once it has its overlap), one `label.recorded` audit event per label.
     """
     now = now or utcnow()
     actor = actor or Actor.for_user(reviewer.name, reviewer.id, reviewer.role)
@@ -417,19 +160,15 @@ def submit_batch(
         ):
             result.rejected[lid] = "the lease expired and the item went to another reviewer"
             continue
-        if data_of[lid].supersedes is not None:
-            result.rejected[lid] = "a lease's label corrects nothing; corrections go one by one"
-            continue
         candidates.append(lid)
     if not candidates:
         return result
 
-    # The same checks `record_label` makes, with the items and the taxonomy loaded once.
+    # `record_label`'s rules, with the items and the taxonomy loaded once.
     facts = item_facts(session, {rows[lid].item_id for lid in candidates})
     projects = {
         pid: session.get_one(Project, pid) for pid in {rows[lid].project_id for lid in candidates}
     }
-    rules = _Rules(session)
     started = dict(
         session.execute(
             select(drafts.c.item_id, drafts.c.started_at).where(
@@ -438,36 +177,22 @@ def submit_batch(
             )
         ).all()
     )
-    values: dict[int, dict[str, Any]] = {}
+    pending: dict[int, PendingLabel] = {}
     for lid in candidates:
         row = rows[lid]
         data = data_of[lid]
-        project = projects[row.project_id]
-        pv = rules.get(project, data.policy_version)
-        if isinstance(pv, str):
-            result.rejected[lid] = pv
-            continue
         updates: dict[str, Any] = {"idempotency_key": keys[lid]}
         if data.time_spent_ms is None:
             start = started.get(row.item_id, row.leased_at)
             updates["time_spent_ms"] = max(0, int((now - start).total_seconds() * 1000))
-        data = data.model_copy(update=updates)
-        problems = check_label(data, facts[row.item_id], pv, LabelSource.human)
-        if problems:
-            where = facts[row.item_id].external_id
-            reasons = "; ".join(str(p) for p in problems)
-            result.rejected[lid] = f"invalid label for item {where!r}: {reasons}"
-            continue
-        data_of[lid] = data
-        values[lid] = label_values(
-            project,
-            row.item_id,
-            reviewer.id,
-            pv.policy_version_id,
-            data,
-            LabelSource.human,
-            data.created_at or now,
+        pending[lid] = PendingLabel(
+            project=projects[row.project_id],
+            item=facts[row.item_id],
+            data=data.model_copy(update=updates),
+            audit={"lease": lid},
         )
+    values, rejected = check_labels(session, reviewer, pending, source=LabelSource.human, now=now)
+    result.rejected.update(rejected)
     if not values:
         return result
 
@@ -476,7 +201,6 @@ def submit_batch(
     # only if it is still free. `status` is computed from the old values (SQL SET semantics).
     active = sorted(lid for lid in values if rows[lid].status == LeaseStatus.active)
     active_entries = [rows[lid].entry_id for lid in active]
-    room = entries.c.active_leases + entries.c.completed < entries.c.overlap_target
     was_active = entries.c.id.in_(active_entries) if active_entries else false()
     counted = {
         entry_id
@@ -484,7 +208,7 @@ def submit_batch(
             update(entries)
             .where(
                 entries.c.id.in_(sorted(rows[lid].entry_id for lid in values)),
-                or_(was_active, and_(entries.c.status == EntryStatus.pending, room)),
+                or_(was_active, and_(entries.c.status == EntryStatus.pending, HAS_FREE_SLOT)),
             )
             .values(
                 completed=entries.c.completed + 1,
@@ -506,24 +230,16 @@ def submit_batch(
         return result
 
     ordered = sorted(values)
-    inserted = {
-        key: label_id
-        for label_id, key in session.execute(
-            _insert(session, labels)
-            .on_conflict_do_nothing(index_elements=[labels.c.idempotency_key])
-            .returning(labels.c.id, labels.c.idempotency_key),
-            [values[lid] for lid in ordered],
-        )
-    }
-    if len(inserted) != len(ordered):
+    batch = {lid: replace(values[lid], details={**values[lid].details, "batch": len(ordered)})
+             for lid in ordered}  # fmt: skip
+    result.created.update(insert_labels(session, batch, actor=actor, now=now))
+    if len(result.created) != len(ordered):
         # The leases are locked, so only a submission of the same lease through another path
         # racing this one gets here; raising rolls the whole batch back and a retry sorts it.
         raise WorkbenchError(
             "another submission of the same leases was recorded at the same moment; "
             "submit the batch again (nothing was recorded twice)"
         )
-    for lid in ordered:
-        result.created[lid] = inserted[keys[lid]]
 
     session.execute(
         update(leases)
@@ -539,31 +255,5 @@ def submit_batch(
         delete(drafts).where(
             and_(drafts.c.reviewer_id == reviewer.id, drafts.c.item_id.in_(done_items))
         )
-    )
-    # One audit event per label, with what `record_label` writes, in one executemany.
-    session.execute(
-        audit_events.insert(),
-        [
-            {
-                "at": now,
-                "actor": actor.name,
-                "actor_user_id": actor.user_id,
-                "action": "label.recorded",
-                "project_id": rows[lid].project_id,
-                "entity_type": "label",
-                "entity_id": str(result.created[lid]),
-                "details": {
-                    "item": facts[rows[lid].item_id].external_id,
-                    "reviewer": reviewer.name,
-                    "decision": data_of[lid].decision.value,
-                    "policies": list(data_of[lid].policies),
-                    "source": LabelSource.human.value,
-                    "supersedes": None,
-                    "lease": lid,
-                    "batch": len(ordered),
-                },
-            }
-            for lid in ordered
-        ],
     )
     return result

@@ -1,10 +1,12 @@
-"""The review queue: enqueue, lease with expiry, release, reclaim, and queue health.
+"""Leasing from the review queue: which entry a reviewer may lease, one at a time (the review
+page, `lease_next`) or n at once (fast clients, `lease_batch`), by one rule (`_leasable`); gold
+checks mixed in; expiry, reclaim, release and closing a lease.
 
 Leasing is one guarded UPDATE on the entry's counters, so two reviewers can never both take the
 last slot of an entry:
 - SQLite (one writer at a time): the UPDATE re-checks `active_leases + completed <
   overlap_target` under the write lock.
-- Postgres: the candidate row is picked with `FOR UPDATE SKIP LOCKED`, so concurrent reviewers
+- Postgres: the candidate rows are picked with `FOR UPDATE SKIP LOCKED`, so concurrent reviewers
   take different rows instead of queueing behind one another.
 The UNIQUE (entry, reviewer) constraint on leases makes "never twice to the same reviewer" hold
 even if everything else went wrong.
@@ -12,19 +14,20 @@ even if everything else went wrong.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import CTE, ColumnElement, Select, Table, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from workbench.db.models import (
     EntryKind,
     EntryStatus,
-    Item,
     Label,
     Lease,
     LeaseStatus,
@@ -37,70 +40,110 @@ from workbench.errors import NotFoundError, WorkbenchError
 from workbench.services.audit import Actor, record_event
 from workbench.services.projects import project_settings
 
+# Core tables: the batched path builds no ORM objects.
+entries = cast(Table, QueueEntry.__table__)
+leases = cast(Table, Lease.__table__)
+labels = cast(Table, Label.__table__)
+
+# Expired leases reclaimed per batched call: bounded, so one call never stalls on a backlog.
+RECLAIM_LIMIT = 1000
+
 
 @dataclass(frozen=True)
-class NewEntry:
+class LeasedEntry:
+    """One lease the reviewer holds, with what a client needs to show the item."""
+
+    lease_id: int
+    entry_id: int
     item_id: int
-    kind: EntryKind = EntryKind.selected
-    strategy: str | None = None
-    score: float | None = None
-    reason: str | None = None
-    priority: float = 0.0
-    overlap_target: int = 1
+    expires_at: datetime
+    idempotency_key: str  # the key the label of this lease must carry
 
 
-def enqueue(
-    session: Session,
-    project: Project,
-    entries: Sequence[NewEntry],
-    actor: Actor,
-    *,
-    batch: int = 0,
-    model_version_id: int | None = None,
-) -> list[QueueEntry]:
-    """Add entries; items that already have an open entry are left alone (and not duplicated)."""
-    if not entries:
-        return []
-    ids = [e.item_id for e in entries]
-    open_ids = set(
-        session.scalars(
-            select(QueueEntry.item_id).where(
-                QueueEntry.item_id.in_(ids), QueueEntry.status == EntryStatus.pending
-            )
-        )
+def lease_key(lease_id: int) -> str:
+    """The idempotency key of the one label a lease can produce.
+
+    Derived from the lease, not from the browser, so a double click, a retry after a reconnect
+    and a second tab all name the same submission and at most one label results.
+    """
+    return f"lease:{lease_id}"
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    # The dialect's own INSERT, for ON CONFLICT DO NOTHING (same spelling on both backends).
+    if is_postgres(session):
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _once(session: Session, rows: Select[Any], name: str) -> CTE:
+    """`rows` as a CTE that runs exactly once.
+
+    Why: in `UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` Postgres may
+    rescan the subquery, and a rescan skips the rows this statement already updated and takes
+    the next ones, so more than n rows change. A MATERIALIZED CTE is computed once. (SQLite
+    evaluates an uncorrelated IN list once anyway; the CTE changes nothing there.)
+    """
+    cte = rows.cte(name)
+    if is_postgres(session):
+        cte = cte.prefix_with("MATERIALIZED")
+    return cte
+
+
+# --------------------------------------------------------------------------------------------
+# Which entry a reviewer may lease
+
+
+# An entry has a free slot while its active plus completed leases are below its overlap target.
+HAS_FREE_SLOT = entries.c.active_leases + entries.c.completed < entries.c.overlap_target
+
+
+def _leasable(project_id: int, reviewer_id: int) -> list[ColumnElement[bool]]:
+    """Entries of the ordinary queue this reviewer may lease: pending, not gold (gold items
+    reach reviewers only through `lease_gold_if_due`), with a free slot, never leased by them
+    and of an item they have not labelled. The same rule for `lease_next` and `lease_batch`."""
+    already = exists().where(leases.c.entry_id == entries.c.id, leases.c.reviewer_id == reviewer_id)
+    # project_id too, so the (project_id, item_id) index on labels answers it.
+    labelled = exists().where(
+        labels.c.project_id == entries.c.project_id,
+        labels.c.item_id == entries.c.item_id,
+        labels.c.reviewer_id == reviewer_id,
     )
-    rows = []
-    for e in entries:
-        if e.item_id in open_ids:
-            continue
-        open_ids.add(e.item_id)
-        rows.append(
-            QueueEntry(
-                project_id=project.id,
-                item_id=e.item_id,
-                batch=batch,
-                kind=e.kind,
-                model_version_id=model_version_id,
-                strategy=e.strategy,
-                score=e.score,
-                reason=e.reason,
-                priority=e.priority,
-                overlap_target=max(1, e.overlap_target),
-                status=EntryStatus.pending,
-            )
-        )
-    session.add_all(rows)
-    session.flush()
-    record_event(
-        session,
-        actor,
-        "queue.enqueued",
-        project_id=project.id,
-        entity_type="batch",
-        entity_id=batch,
-        details={"entries": len(rows), "skipped_already_open": len(entries) - len(rows)},
+    return [
+        entries.c.project_id == project_id,
+        entries.c.status == EntryStatus.pending,
+        entries.c.kind != EntryKind.gold,
+        HAS_FREE_SLOT,
+        ~already,
+        ~labelled,
+    ]
+
+
+def _best_first(session: Session, project_id: int, reviewer_id: int, n: int) -> Select[Any]:
+    """Up to `n` leasable entries' ids, highest priority then oldest first.
+
+    Fast only with an index in this very order, (project_id, status, priority DESC, id): one
+    short range scan. An ascending priority index cannot give `DESC, id ASC`, so the database
+    then reads and sorts every pending entry of the project on each call.
+    """
+    best = (
+        select(entries.c.id)
+        .where(*_leasable(project_id, reviewer_id))
+        .order_by(entries.c.priority.desc(), entries.c.id)
+        .limit(n)
     )
-    return rows
+    if is_postgres(session):
+        # Rows another reviewer is leasing right now are skipped, not waited for.
+        best = best.with_for_update(skip_locked=True, of=entries)
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# Expiry
 
 
 def reclaim_expired(
@@ -135,6 +178,50 @@ def reclaim_expired(
     return n
 
 
+def reclaim_expired_batch(session: Session, project_id: int, now: datetime) -> int:
+    """Return the slots of the project's expired leases (up to RECLAIM_LIMIT); how many expired.
+
+    Guarded like `queue.reclaim_expired`: only the statement that flips a lease from active to
+    expired gives its slot back, so two reviewers reclaiming at once never give one back twice.
+    """
+    expired = (
+        select(leases.c.id)
+        .join(entries, entries.c.id == leases.c.entry_id)
+        .where(
+            entries.c.project_id == project_id,
+            leases.c.status == LeaseStatus.active,
+            leases.c.expires_at < now,
+        )
+        .order_by(leases.c.id)
+        .limit(RECLAIM_LIMIT)
+    )
+    if is_postgres(session):
+        # Leases another reviewer is reclaiming (or submitting) right now are theirs to handle.
+        expired = expired.with_for_update(skip_locked=True, of=leases)
+    picked = _once(session, expired, "expired")
+    flipped = session.execute(
+        update(leases)
+        .where(leases.c.id.in_(select(picked.c.id)), leases.c.status == LeaseStatus.active)
+        .values(status=LeaseStatus.expired, finished_at=now)
+        .returning(leases.c.entry_id)
+    ).all()
+    slots = Counter(entry_id for (entry_id,) in flipped)
+    by_count: dict[int, list[int]] = defaultdict(list)
+    for entry_id, n in slots.items():
+        by_count[n].append(entry_id)
+    for n, entry_ids in sorted(by_count.items()):
+        session.execute(
+            update(entries)
+            .where(entries.c.id.in_(sorted(entry_ids)))
+            .values(active_leases=entries.c.active_leases - n)
+        )
+    return len(flipped)
+
+
+# --------------------------------------------------------------------------------------------
+# One lease at a time (the review page)
+
+
 def active_lease(
     session: Session, project: Project, reviewer: User, now: datetime | None = None
 ) -> Lease | None:
@@ -151,33 +238,6 @@ def active_lease(
         .order_by(Lease.leased_at)
         .limit(1)
     )
-
-
-def _candidate(session: Session, project: Project, reviewer: User):  # type: ignore[no-untyped-def]
-    already = exists().where(Lease.entry_id == QueueEntry.id, Lease.reviewer_id == reviewer.id)
-    # project_id too, so the (project_id, item_id) index on labels answers it.
-    labelled = exists().where(
-        Label.project_id == QueueEntry.project_id,
-        Label.item_id == QueueEntry.item_id,
-        Label.reviewer_id == reviewer.id,
-    )
-    q = (
-        select(QueueEntry.id)
-        .where(
-            QueueEntry.project_id == project.id,
-            QueueEntry.status == EntryStatus.pending,
-            # Gold items reach reviewers only through their own path (lease_gold_if_due).
-            QueueEntry.kind != EntryKind.gold,
-            QueueEntry.active_leases + QueueEntry.completed < QueueEntry.overlap_target,
-            ~already,
-            ~labelled,
-        )
-        .order_by(QueueEntry.priority.desc(), QueueEntry.id)
-        .limit(1)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True, of=QueueEntry)
-    return q
 
 
 def lease_next(
@@ -199,14 +259,12 @@ def lease_next(
     reclaim_expired(session, project, now)
     seconds = lease_seconds or project_settings(project).lease_seconds
     # Gold checks: at the project's gold rate this lease is a gold item instead, handed out by
-    # its own path so it looks like any other item (imported here: gold.py builds on queue).
-    from workbench.services.quality.gold import lease_gold_if_due
-
+    # its own path so it looks like any other item.
     gold = lease_gold_if_due(session, project, reviewer, now=now, lease_seconds=seconds)
     if gold is not None:
         return gold
     for _attempt in range(5):
-        entry_id = session.scalar(_candidate(session, project, reviewer))
+        entry_id = session.scalar(_best_first(session, project.id, reviewer.id, 1))
         if entry_id is None:
             return None
         lease = take_slot(session, entry_id, reviewer, now=now, lease_seconds=seconds)
@@ -257,6 +315,186 @@ def take_slot(
         )
         return None
     return lease
+
+
+# --------------------------------------------------------------------------------------------
+# Gold checks mixed into a reviewer's leases (quality/gold.py marks the gold items)
+
+
+def gold_period(gold_rate: float) -> int | None:
+    """One gold lease in every `period` leases; None when gold is off."""
+    if gold_rate <= 0:
+        return None
+    return max(1, round(1 / gold_rate))
+
+
+def gold_slot_due(project_id: int, reviewer_id: int, leases_before: int, period: int) -> bool:
+    """Whether the reviewer's next lease (after `leases_before` of them) is the gold one of its
+    block. The position within each block comes from a hash, so it is repeatable but not
+    always the same place."""
+    block, position = divmod(leases_before, period)
+    digest = hashlib.sha256(f"gold:{project_id}:{reviewer_id}:{block}".encode()).digest()
+    return position == int.from_bytes(digest[:8], "big") % period
+
+
+def lease_gold_if_due(
+    session: Session,
+    project: Project,
+    reviewer: User,
+    *,
+    now: datetime,
+    lease_seconds: int,
+) -> Lease | None:
+    """A lease on a gold item when this reviewer's next lease is due to be gold, else None.
+
+    Called by `queue.lease_next` before the ordinary queue. Returns None (and the ordinary
+    queue serves) when gold is off, the project has no gold, it is not the gold slot, or the
+    reviewer has had or labelled every gold item already.
+    """
+    period = gold_period(project_settings(project).gold_rate)
+    if period is None:
+        return None
+    gold_open = (
+        select(QueueEntry.id)
+        .where(
+            QueueEntry.project_id == project.id,
+            QueueEntry.kind == EntryKind.gold,
+            QueueEntry.status == EntryStatus.pending,
+        )
+        .limit(1)
+    )
+    if session.scalar(gold_open) is None:
+        return None
+    leases_before = (
+        session.scalar(
+            select(func.count())
+            .select_from(Lease)
+            .join(QueueEntry, QueueEntry.id == Lease.entry_id)
+            .where(QueueEntry.project_id == project.id, Lease.reviewer_id == reviewer.id)
+        )
+        or 0
+    )
+    if not gold_slot_due(project.id, reviewer.id, leases_before, period):
+        return None
+    already = exists().where(Lease.entry_id == QueueEntry.id, Lease.reviewer_id == reviewer.id)
+    labelled = exists().where(Label.item_id == QueueEntry.item_id, Label.reviewer_id == reviewer.id)
+    # The least-served gold item first, so answers spread over all gold items. No SKIP LOCKED:
+    # a gold entry never fills up, so concurrent reviewers only queue briefly on its counter.
+    entry_id = session.scalar(
+        select(QueueEntry.id)
+        .where(
+            QueueEntry.project_id == project.id,
+            QueueEntry.kind == EntryKind.gold,
+            QueueEntry.status == EntryStatus.pending,
+            ~already,
+            ~labelled,
+        )
+        .order_by(QueueEntry.completed + QueueEntry.active_leases, QueueEntry.id)
+        .limit(1)
+    )
+    if entry_id is None:
+        return None
+    return take_slot(session, entry_id, reviewer, now=now, lease_seconds=lease_seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# n leases at once (fast clients)
+
+
+def _held(
+    session: Session, project_id: int, reviewer_id: int, n: int, now: datetime
+) -> list[LeasedEntry]:
+    rows = session.execute(
+        select(leases.c.id, leases.c.entry_id, entries.c.item_id, leases.c.expires_at)
+        .join(entries, entries.c.id == leases.c.entry_id)
+        .where(
+            entries.c.project_id == project_id,
+            leases.c.reviewer_id == reviewer_id,
+            leases.c.status == LeaseStatus.active,
+            leases.c.expires_at >= now,
+        )
+        .order_by(leases.c.leased_at, leases.c.id)
+        .limit(n)
+    ).all()
+    return [LeasedEntry(r.id, r.entry_id, r.item_id, r.expires_at, lease_key(r.id)) for r in rows]
+
+
+def lease_batch(
+    session: Session,
+    project_id: int,
+    reviewer_id: int,
+    n: int,
+    lease_seconds: int | None = None,
+    now: datetime | None = None,
+) -> list[LeasedEntry]:
+    """Up to `n` leases for the reviewer: the ones they still hold first, then new ones on the
+    best open entries (highest priority, then oldest). An empty list: nothing is left for them.
+    """
+    if n < 1:
+        raise WorkbenchError(f"a batch leases at least 1 entry, got n={n}")
+    now = now or utcnow()
+    if lease_seconds is None:
+        lease_seconds = project_settings(session.get_one(Project, project_id)).lease_seconds
+    # First statement is a write: on SQLite it takes the writer's lock, so everything below
+    # sees the latest state and no other writer can change it before this transaction ends.
+    reclaim_expired_batch(session, project_id, now)
+    held = _held(session, project_id, reviewer_id, n, now)
+    wanted = n - len(held)
+    if wanted <= 0:
+        return held
+
+    candidates = _best_first(session, project_id, reviewer_id, wanted)
+    # The guard is repeated on the UPDATE itself: under Postgres READ COMMITTED it is evaluated
+    # again on the locked row's latest version, so a slot filled meanwhile is never overfilled.
+    picked = _once(session, candidates, "candidates")
+    taken = session.execute(
+        update(entries)
+        .where(
+            entries.c.id.in_(select(picked.c.id)),
+            entries.c.status == EntryStatus.pending,
+            HAS_FREE_SLOT,
+        )
+        .values(active_leases=entries.c.active_leases + 1)
+        .returning(entries.c.id, entries.c.item_id, entries.c.priority)
+    ).all()
+    if not taken:
+        return held
+
+    expires_at = now + timedelta(seconds=lease_seconds)
+    # DO NOTHING on (entry, reviewer): the same reviewer's other client took one of these
+    # entries a moment ago; that slot is given back below instead of failing the whole batch.
+    inserted = session.execute(
+        _insert(session, leases)
+        .on_conflict_do_nothing(index_elements=[leases.c.entry_id, leases.c.reviewer_id])
+        .returning(leases.c.id, leases.c.entry_id),
+        [
+            {
+                "entry_id": t.id,
+                "reviewer_id": reviewer_id,
+                "status": LeaseStatus.active,
+                "leased_at": now,
+                "expires_at": expires_at,
+            }
+            for t in taken
+        ],
+    ).all()
+    lease_of = {entry_id: lease_id for lease_id, entry_id in inserted}
+    lost = sorted(t.id for t in taken if t.id not in lease_of)
+    if lost:
+        session.execute(
+            update(entries)
+            .where(entries.c.id.in_(lost))
+            .values(active_leases=entries.c.active_leases - 1)
+        )
+    order = sorted((t for t in taken if t.id in lease_of), key=lambda t: (-t.priority, t.id))
+    return held + [
+        LeasedEntry(lease_of[t.id], t.id, t.item_id, expires_at, lease_key(lease_of[t.id]))
+        for t in order
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Closing a lease
 
 
 def get_lease(session: Session, lease_id: int, reviewer: User) -> Lease:
@@ -326,85 +564,3 @@ def release(session: Session, lease: Lease, actor: Actor, reason: str) -> None:
             entity_id=entry.item_id,
             details={"reason": reason},
         )
-
-
-def queue_health(session: Session, project: Project, now: datetime | None = None) -> dict[str, Any]:
-    now = now or utcnow()
-    # Gold entries stay pending for good (each reviewer gets them once): they are not work
-    # waiting in the queue, so they are counted apart.
-    by_kind = dict(
-        session.execute(
-            select(QueueEntry.kind, func.count())
-            .where(QueueEntry.project_id == project.id, QueueEntry.status == EntryStatus.pending)
-            .group_by(QueueEntry.kind)
-        ).all()
-    )
-    gold_active = int(by_kind.pop(EntryKind.gold, 0))
-    pending = int(sum(by_kind.values()))
-    done = (
-        session.scalar(
-            select(func.count()).where(
-                QueueEntry.project_id == project.id, QueueEntry.status == EntryStatus.done
-            )
-        )
-        or 0
-    )
-    leased_q = (
-        select(func.count(), func.min(Lease.leased_at))
-        .join(QueueEntry, QueueEntry.id == Lease.entry_id)
-        .where(
-            QueueEntry.project_id == project.id,
-            Lease.status == LeaseStatus.active,
-            Lease.expires_at >= now,
-        )
-    )
-    leased, oldest = session.execute(leased_q).one()
-    hour_ago = now - timedelta(hours=1)
-    per_hour = (
-        session.scalar(
-            select(func.count())
-            .select_from(Lease)
-            .join(QueueEntry, QueueEntry.id == Lease.entry_id)
-            .where(
-                QueueEntry.project_id == project.id,
-                Lease.status == LeaseStatus.submitted,
-                Lease.finished_at >= hour_ago,
-            )
-        )
-        or 0
-    )
-    return {
-        "pending": pending,
-        "gold_active": gold_active,
-        "leased": leased or 0,
-        "done": done,
-        "submitted_last_hour": per_hour,
-        "oldest_lease_at": oldest.isoformat() if oldest else None,
-        "oldest_lease_age_seconds": (now - oldest).total_seconds() if oldest else None,
-    }
-
-
-def queued_item_ids(session: Session, project: Project) -> set[int]:
-    """Items with an open entry: selection strategies must not pick them again."""
-    return set(
-        session.scalars(
-            select(QueueEntry.item_id).where(
-                QueueEntry.project_id == project.id, QueueEntry.status == EntryStatus.pending
-            )
-        )
-    )
-
-
-def labelled_item_ids(session: Session, project: Project) -> set[int]:
-    return set(
-        session.scalars(select(Label.item_id).where(Label.project_id == project.id).distinct())
-    )
-
-
-def items_for_entries(session: Session, entry_ids: Sequence[int]) -> dict[int, Item]:
-    rows = session.execute(
-        select(QueueEntry.id, Item)
-        .join(Item, Item.id == QueueEntry.item_id)
-        .where(QueueEntry.id.in_(list(entry_ids)))
-    ).all()
-    return {eid: item for eid, item in rows}
