@@ -12,6 +12,7 @@ import numpy as np
 
 from workbench.encoders.base import Encoder, l2_normalise, load_hf_model_dir, model_fingerprint
 from workbench.encoders.media import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, load_image
+from workbench.errors import WorkbenchError
 
 # Heavy libraries (torch, transformers, PIL, scipy) are imported inside the functions that use
 # them, so the CLI starts without loading them.
@@ -154,8 +155,6 @@ class ClipImageEncoder(Encoder):
         path = load_hf_model_dir(model_path, what="CLIP-family image model")
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
         if not hasattr(self.model, "get_image_features"):
-            from workbench.errors import WorkbenchError
-
             raise WorkbenchError(
                 f"{path} holds a {self.model.config.model_type!r} model without an image tower; "
                 "the clip encoder needs a CLIP-family model (CLIP, SigLIP, ...)"
@@ -186,8 +185,6 @@ class ClipImageEncoder(Encoder):
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """Text queries into the image space (text-to-image search)."""
         if self.tokenizer is None:
-            from workbench.errors import WorkbenchError
-
             raise WorkbenchError(f"{self.path} has no tokenizer, so it cannot embed text queries")
         chunks = []
         with self._torch.inference_mode():

@@ -25,6 +25,7 @@ import numpy as np
 
 from workbench.config import get_settings
 from workbench.encoders.base import Encoder, l2_normalise, quiet_transformers
+from workbench.errors import WorkbenchError
 
 # Heavy libraries (torch, transformers, onnx, onnxruntime, tokenizers, the model package) are
 # imported inside the functions that use them, so the CLI starts without loading them.
@@ -352,8 +353,6 @@ class MiniLMOnnxEncoder(Encoder):
         from tokenizers import Tokenizer
 
         if variant not in ONNX_VARIANTS:
-            from workbench.errors import WorkbenchError
-
             raise WorkbenchError(
                 f"unknown MiniLM ONNX variant {variant!r}; expected one of "
                 + ", ".join(sorted(ONNX_VARIANTS))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import joblib
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -28,7 +27,7 @@ from workbench.services.select.strategies.base import (
     make_strategy,
 )
 from workbench.services.select.strategies.mix import MixStrategy
-from workbench.services.train.train import champion, counted_labels, label_class
+from workbench.services.train.train import champion, counted_labels, label_class, load_head
 from workbench.services.vectors.spaces import FUSED, get_space, load_space_vectors
 
 COLD_START_STRATEGY = "typiclust"
@@ -94,7 +93,9 @@ def select_batch(
                 excluded[pos[iid]] = True
         groups = near_duplicate_groups(s, project, ids)
         model = champion(s, project)
-        head = joblib.load(model.artifact_path) if model is not None else None
+        head = None
+        if model is not None:
+            head = load_head(db.settings, model.version, model.artifact_path)
         model_id = model.id if model is not None else None
         next_batch = (
             s.scalar(select(func.max(QueueEntry.batch)).where(QueueEntry.project_id == project.id))

@@ -48,6 +48,7 @@ class UnionFind:
 
 def pdq_hash(path: str) -> tuple[str, int]:
     """PDQ hash (64 hex chars) and quality (0-100) of an image file."""
+    # Here, not at the top: only projects with images need pdqhash and Pillow.
     import pdqhash
     from PIL import Image
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import faiss
 import numpy as np
 
 from workbench.services.select.strategies.base import (
@@ -28,8 +29,6 @@ def kmeans(
     vectors: np.ndarray, k: int, seed: int, *, niter: int = 20, max_points_per_centroid: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """FAISS k-means: (centroids [k, d], assignment of every row). Trained on a subsample."""
-    import faiss
-
     n, d = vectors.shape
     k = max(1, min(k, n))
     km = faiss.Kmeans(
@@ -116,8 +115,6 @@ class ClusterMarginStrategy(Strategy):
 
 def _sq_dist_to(vectors: np.ndarray, centres: np.ndarray, step: int = 131_072) -> np.ndarray:
     """Squared L2 distance of every row to its nearest centre (FAISS exact search)."""
-    import faiss
-
     index = faiss.IndexFlatL2(centres.shape[1])
     index.add(_as_f32(centres))
     out = np.empty(vectors.shape[0], dtype=np.float32)
@@ -192,8 +189,6 @@ class CoresetStrategy(Strategy):
 
 def _typical(vectors: np.ndarray, members: np.ndarray, k: int, rng: np.random.Generator) -> int:
     """TypiClust typicality: the member with the smallest mean distance to its k neighbours."""
-    import faiss
-
     if len(members) > 5000:
         # Typicality is a density estimate; a random 5,000 members estimate it well enough.
         members = rng.choice(members, 5000, replace=False)
@@ -262,8 +257,6 @@ class KMeansStrategy(Strategy):
         self.seed = seed
 
     def select(self, ctx: SelectionContext, n: int) -> Selection:
-        import faiss
-
         blocked = ctx.blocked()
         cand = np.flatnonzero(~blocked)
         if len(cand) == 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import faiss
 import numpy as np
 
 from workbench.errors import WorkbenchError
@@ -26,8 +27,6 @@ EXACT_BELOW = 200_000  # below this many items an exact index is fast enough and
 
 def build_pool_index(vectors: np.ndarray, seed: int = 0) -> Any:
     """A FAISS index over the pool: exact under 200k rows, IVF-flat above (built in seconds)."""
-    import faiss
-
     n, d = vectors.shape
     index: Any
     if n < EXACT_BELOW:

@@ -229,6 +229,7 @@ class RankedBatchStrategy(Strategy):
         self.max_candidates = max_candidates
 
     def select(self, ctx: SelectionContext, n: int) -> Selection:
+        # modAL here only: it is the reference for this one strategy and takes seconds to load.
         from modAL.batch import uncertainty_batch_sampling
 
         proba = ctx.proba()
