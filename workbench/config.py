@@ -5,11 +5,46 @@ Defaults give a working embedded setup: a SQLite file and media/vector files und
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+# The home holds password and session hashes (the database) and harmful media: no other account
+# on the machine may read it. Files get 0600 and folders 0700 whatever the umask.
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` and any missing parents as folders only their owner can open (0700).
+
+    `Path.mkdir(mode=...)` gives the mode to the last folder only, and parents get the umask's.
+    """
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:  # made by a concurrent process meanwhile
+            continue
+        os.chmod(p, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Make an existing file readable and writable by its owner only (0600)."""
+    os.chmod(path, PRIVATE_FILE)
+    return path
 
 
 class IngestLimits(BaseSettings):
@@ -54,6 +89,25 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
+
+    def ensure_home(self) -> Path:
+        """The home folder, created private (0700); an existing one that other accounts can
+        open is tightened, and a warning says so."""
+        home = self.resolved_home
+        if not home.exists():
+            return private_dir(home)
+        st = home.stat()
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077 and st.st_uid == getattr(os, "geteuid", lambda: -1)():
+            os.chmod(home, PRIVATE_DIR)
+            log.warning(
+                "WORKBENCH_HOME %s was open to other accounts (mode %s); made it %s (owner "
+                "only): it holds password hashes and the media under review",
+                home,
+                oct(mode),
+                oct(PRIVATE_DIR),
+            )
+        return home
 
     @property
     def url(self) -> str:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from workbench.db.database import Database, open_database
+from workbench.db.engine import redact_passwords
 from workbench.errors import WorkbenchError
 
 JsonFlag = Annotated[
@@ -42,8 +43,11 @@ def emit(result: dict[str, Any], json_mode: bool, human: str | Callable[[], None
 
 
 def fail(message: str, json_mode: bool, problems: list[dict[str, Any]] | None = None) -> NoReturn:
+    # A backstop: a driver's or library's message may quote the database URL it was given.
+    message = redact_passwords(message)
+    problems = [{**p, "text": redact_passwords(str(p["text"]))} for p in problems or []]
     say(f"error: {message}")
-    for p in (problems or [])[:200]:
+    for p in problems[:200]:
         say(f"  - {p['text']}")
     if problems and len(problems) > 200:
         say(f"  ... and {len(problems) - 200} more")
@@ -77,7 +81,7 @@ def handled(json_mode: bool) -> Iterator[None]:
         fail("interrupted; the work in progress was rolled back", json_mode)
     except Exception as exc:
         if os.environ.get("WORKBENCH_DEBUG"):
-            traceback.print_exc()
+            say(redact_passwords(traceback.format_exc()))
         fail(
             f"internal error: {type(exc).__name__}: {exc} "
             "(set WORKBENCH_DEBUG=1 to see the traceback, and please report it)",

@@ -18,7 +18,7 @@ app = typer.Typer(
 
 def _engine():  # type: ignore[no-untyped-def]
     s = get_settings()
-    s.resolved_home.mkdir(parents=True, exist_ok=True)
+    s.ensure_home()
     return make_engine(s.url, busy_timeout_ms=s.sqlite_busy_timeout_ms)
 
 

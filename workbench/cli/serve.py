@@ -25,7 +25,11 @@ def streamlit_command(port: int, address: str) -> list[str]:
     libraries imported, the server tracks ~230k objects and one collection took 50-115 ms,
     blocking every session's rerun. Measured by `workbench bench review-latency` (Postgres,
     9 background reviewers): submit -> next item p95 408 -> 223 ms. CPython's generational
-    collector still runs as objects are allocated."""
+    collector still runs as objects are allocated.
+
+    No error details in the browser (`client.showErrorDetails none`): an uncaught exception
+    shows a generic message there, and its traceback, which can quote SQL, paths and reviewed
+    content, goes to the server log only."""
     return [
         sys.executable, "-m", "streamlit", "run", str(APP),
         "--server.headless", "true",
@@ -36,6 +40,7 @@ def streamlit_command(port: int, address: str) -> list[str]:
         "--server.runOnSave", "false",
         "--client.toolbarMode", "minimal",
         "--runner.postScriptGC", "false",
+        "--client.showErrorDetails", "none",
     ]  # fmt: skip
 
 

@@ -27,7 +27,7 @@ class Database:
 
 def open_database(settings: Settings | None = None, *, check_schema: bool = True) -> Database:
     settings = settings or get_settings()
-    settings.resolved_home.mkdir(parents=True, exist_ok=True)
+    settings.ensure_home()
     engine = make_engine(settings.url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     backup = None
     if check_schema:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
+from workbench.config import PRIVATE_FILE, private_dir
 from workbench.errors import WorkbenchError
 
 _ESCAPE_HINT = "write characters such as @ : / % in the user name or password as %40 %3A %2F %25"
@@ -44,12 +48,41 @@ def normalise_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+# `scheme://user:password@` (greedy to the last @ of the word: an unescaped @ in the password)
+# and libpq's `password=...` in a connection string or error message.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s]*@", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def redact_passwords(text: str) -> str:
+    """`text` with the password of every database URL or connection string in it as `***`."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}***@", text)
+    return _KEYWORD_PASSWORD.sub(lambda m: f"{m['head']}***", text)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file, or tighten the one there, to 0600 before SQLite opens it.
+
+    SQLite gives its -wal and -shm files the database file's mode, so they follow."""
+    private_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if f.stat().st_mode & 0o077:
+                os.chmod(f, PRIVATE_FILE)
+        except FileNotFoundError:
+            continue
+        except PermissionError:  # another account's file, opened read-only: not ours to change
+            continue
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 30_000, **kwargs: Any) -> Engine:
     url = normalise_url(url)
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
+            _private_sqlite_file(Path(u.database))
         engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, **kwargs)
 
         @event.listens_for(engine, "connect")

@@ -26,7 +26,7 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from workbench.config import Settings
+from workbench.config import Settings, private_dir, private_file
 from workbench.db.models import MediaAsset
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
@@ -76,7 +76,7 @@ def _try_lock(fh: IO[Any], *, shared: bool = False, wait: bool = False) -> bool:
 
 
 def _store_lock(settings: Settings) -> IO[Any]:
-    settings.resolved_home.mkdir(parents=True, exist_ok=True)
+    settings.ensure_home()
     return (settings.resolved_home / _STORE_LOCK).open("a")
 
 
@@ -99,12 +99,12 @@ class StagingRun:
         self._store = _store_lock(self.settings)
         _try_lock(self._store, shared=True, wait=True)
         staging = self.settings.staging_dir
-        staging.mkdir(parents=True, exist_ok=True)
+        private_dir(staging)
         run_id = uuid.uuid4().hex
         # Lock first, then make the folder visible under its run name: recovery never sees an
         # unlocked folder of a live run.
         new = staging / f"{_NEW_PREFIX}{run_id}"
-        new.mkdir()
+        new.mkdir(mode=0o700)
         self._lock = (new / _LOCK_NAME).open("w")
         _try_lock(self._lock)
         self.path = staging / f"{_RUN_PREFIX}{run_id}"
@@ -147,6 +147,7 @@ class StagingRun:
                 f"{source}: the file changed while it was being ingested (its sha256 is no "
                 "longer the one checked); nothing was written"
             )
+        private_file(tmp)  # harmful content: for the owner only, like the folders above it
         os.replace(tmp, final)
         self.staged[store_path] = final
         return True
@@ -192,7 +193,7 @@ def _publish_one(staged: Path, dest: Path) -> bool:
         # Same name means same sha256, so same bytes: keep the stored one.
         staged.unlink(missing_ok=True)
         return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(dest.parent)
     os.replace(staged, dest)
     return True
 

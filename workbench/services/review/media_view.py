@@ -7,6 +7,8 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter, ImageOps
 
+from workbench.config import private_dir, private_file
+
 
 def display_image(
     asset_path: Path, sha256: str, cache_dir: Path, *, blur: bool, greyscale: bool
@@ -22,7 +24,7 @@ def display_image(
     out = cache_dir / f"{sha256}-{mode}.jpg"
     if out.exists():
         return out
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cache_dir)
     with Image.open(asset_path) as img:
         img.thumbnail((640, 640))
         im = img.convert("RGB")
@@ -32,5 +34,6 @@ def display_image(
             im = im.filter(ImageFilter.GaussianBlur(radius=max(8, max(im.size) // 24)))
         tmp = out.with_suffix(".tmp")
         im.save(tmp, format="JPEG", quality=80)
+        private_file(tmp)  # a copy of harmful content: for the owner only
         tmp.replace(out)
     return out

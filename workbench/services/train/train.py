@@ -27,7 +27,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from workbench.config import Settings
+from workbench.config import Settings, private_dir, private_file
 from workbench.db.database import Database
 from workbench.db.models import (
     Decision,
@@ -200,7 +200,19 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict
     }
 
 
-def _load_head(path: str) -> Any:
+def load_head(settings: Settings, version: int, artifact_path: str) -> Any:
+    """Unpickle model version `version`'s head, only from under the workbench home.
+
+    Why the check: joblib runs code as it loads, and the path comes from the database; a row
+    changed to point elsewhere (or a link out of the home) must not run a file of someone
+    else's choosing."""
+    home = settings.resolved_home
+    path = Path(artifact_path).expanduser().resolve()
+    if not path.is_relative_to(home):
+        raise WorkbenchError(
+            f"model version {version}: its artifact {artifact_path} is outside the workbench "
+            f"home {home}; refusing to load it (retrain, or restore the file under the home)"
+        )
     return joblib.load(path)
 
 
@@ -265,7 +277,7 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
     warm = ""
     if champion_artifact is not None and hasattr(head, "warm_start_from"):
         try:
-            if head.warm_start_from(_load_head(champion_artifact)):
+            if head.warm_start_from(load_head(settings, champion.version, champion_artifact)):
                 warm = " (warm start from the champion)"
         except (OSError, ValueError, EOFError) as exc:  # a missing or unreadable artifact
             log(f"no warm start: the champion's artifact could not be read ({exc})")
@@ -315,16 +327,18 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
     log(f"evaluated: macro-F1 {metrics.get('macro_f1')} ({metrics['evaluation']})", 0.55)
     promote, guard = True, "no champion yet"
     if champion is not None:
-        promote, guard = _guard(champion, metrics, X, names, eval_mask, classes)
+        promote, guard = _guard(settings, champion, metrics, X, names, eval_mask, classes)
     log(f"guard: {guard}", 0.6)
     out = model_dir(settings, project, version)
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     joblib.dump(head, out / "head.joblib")
     (out / "classes.json").write_text(json.dumps(classes))
     log("scoring the pool", 0.65)
     scores = score_vectors(head, vecs)
     np.save(out / "scores.npy", scores)
     np.save(out / "item_ids.npy", ids)
+    for f in out.iterdir():  # trained on reviewed content: for the owner only
+        private_file(f)
     with db.sessions.begin() as s:
         project = get_project(s, project_name)
         mv = ModelVersion(
@@ -370,6 +384,7 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
 
 
 def _guard(
+    settings: Settings,
     champion: ModelVersion,
     metrics: dict[str, Any],
     X: np.ndarray,
@@ -382,7 +397,7 @@ def _guard(
         return True, "promoted: too few held-out random labels to compare with the champion"
     if list(champion.classes) != classes:
         return True, "promoted: the set of classes changed since the champion"
-    old = _load_head(champion.artifact_path)
+    old = load_head(settings, champion.version, champion.artifact_path)
     old_f1 = _metrics(y[eval_mask], old.predict(X[eval_mask]), classes)["macro_f1"]
     new_f1 = metrics["macro_f1"]
     if new_f1 < old_f1:
