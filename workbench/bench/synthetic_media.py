@@ -207,6 +207,7 @@ def make_audio(
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate)
+        assert isinstance(stream, av.AudioStream)  # narrows the type: the codec is a variable
         stream.layout = "mono"
         samples = tone(seconds, freq, rate, tremolo_hz=tremolo_hz)
         chunk = 1024
@@ -254,11 +255,14 @@ def make_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format=fmt) as out:
         vs = out.add_stream(vcodec, rate=fps)
+        assert isinstance(vs, av.VideoStream)  # narrows the type: the codec is a variable
         vs.width, vs.height = size
         vs.pix_fmt = "yuv420p"
-        astream = None
+        astream: av.AudioStream | None = None
         if with_audio:
-            astream = out.add_stream(acodec, rate=48_000)
+            added = out.add_stream(acodec, rate=48_000)
+            assert isinstance(added, av.AudioStream)
+            astream = added
             astream.layout = "mono"
         picture = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
         for i in range(int(seconds * fps)):
@@ -278,13 +282,13 @@ def make_video(
             sound = tone(seconds, 330.0, rate)
             size_a = astream.codec_context.frame_size or 960
             for start in range(0, len(sound) - size_a + 1, size_a):
-                frame = av.AudioFrame.from_ndarray(
+                piece = av.AudioFrame.from_ndarray(
                     sound[None, start : start + size_a], format="fltp", layout="mono"
                 )
-                frame.sample_rate = rate
-                frame.pts = start
-                frame.time_base = Fraction(1, rate)
-                for packet in astream.encode(frame):
+                piece.sample_rate = rate
+                piece.pts = start
+                piece.time_base = Fraction(1, rate)
+                for packet in astream.encode(piece):
                     out.mux(packet)
             for packet in astream.encode(None):
                 out.mux(packet)
