@@ -170,9 +170,15 @@ def speak(text: str, voice: str = "en-us", max_seconds: float = 3.0) -> np.ndarr
     raise RuntimeError(f"espeak-ng cannot say {text!r} within {max_seconds} s")
 
 
+def pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] as 16-bit integers (clipped, rounded): the one conversion, so a
+    tone written as WAV and as FLAC holds the same samples."""
+    return (np.clip(samples, -1.0, 1.0) * 32767).round().astype("<i2")
+
+
 def write_wav(samples: np.ndarray, path: Path, rate: int = SAMPLE_RATE) -> Path:
-    """16-bit mono PCM of float samples in [-1, 1] (clipped, rounded)."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).round().astype("<i2")
+    """16-bit mono PCM WAV of float samples in [-1, 1]."""
+    pcm = pcm16(samples)
     path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
@@ -215,7 +221,7 @@ def make_audio(
             part = samples[start : start + chunk]
             if sample_fmt == "s16":
                 frame = av.AudioFrame.from_ndarray(
-                    (part * 32767).astype(np.int16)[None, :], format="s16", layout="mono"
+                    pcm16(part).astype(np.int16)[None, :], format="s16", layout="mono"
                 )
             else:
                 frame = av.AudioFrame.from_ndarray(part[None, :], format="fltp", layout="mono")
