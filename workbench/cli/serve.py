@@ -44,13 +44,8 @@ def streamlit_command(port: int, address: str) -> list[str]:
     ]  # fmt: skip
 
 
-def worker_command() -> list[str] | None:
-    """`workbench worker` when this installation has it (it runs the retrain rounds)."""
-    from workbench.cli import app
-
-    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
-    if "worker" not in names:
-        return None
+def worker_command() -> list[str]:
+    """`workbench worker`, which runs the retrain rounds, as this installation starts it."""
     exe = shutil.which("workbench")
     return [exe, "worker"] if exe else [sys.executable, "-m", "workbench.cli", "worker"]
 
@@ -68,8 +63,6 @@ def serve(
     env = dict(os.environ)
     procs: list[subprocess.Popen[bytes]] = []
     worker = None if no_worker else worker_command()
-    if not no_worker and worker is None:
-        say("note: this installation has no `workbench worker`; retrain rounds will wait")
     if worker is not None:
         procs.append(subprocess.Popen(worker, env=env))
         say(f"worker started (pid {procs[-1].pid})")
