@@ -338,13 +338,27 @@ class TrainingRound(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Stamped by the worker while it runs the round; a stale one means the worker died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class ModelVersion(Base):
     """A trained classifier head: parameters, metrics, artifact and pool-score files."""
 
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("project_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "version"),
+        # At most one champion per project, refused by the database itself; promotion demotes
+        # the old champion and promotes the new one in one transaction, demotion first.
+        Index(
+            "uq_model_versions_one_champion",
+            "project_id",
+            unique=True,
+            sqlite_where=text("status = 'champion'"),
+            postgresql_where=text("status = 'champion'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
