@@ -82,8 +82,10 @@ def handled(json_mode: bool) -> Iterator[None]:
     except Exception as exc:
         if os.environ.get("WORKBENCH_DEBUG"):
             say(redact_passwords(traceback.format_exc()))
+        # One line, as every other error: SQLAlchemy adds "(Background on this error at: ...)".
+        detail = (str(exc).strip().splitlines() or [""])[0]
         fail(
-            f"internal error: {type(exc).__name__}: {exc} "
+            f"internal error: {type(exc).__name__}: {detail} "
             "(set WORKBENCH_DEBUG=1 to see the traceback, and please report it)",
             json_mode,
         )

@@ -66,7 +66,9 @@ def embed_text(
 
 def embed_media(
     count: Annotated[int, typer.Option(help="Items per modality.", min=1)] = 20,
-    seconds: Annotated[float, typer.Option(help="Length of each audio/video clip.")] = 10.0,
+    seconds: Annotated[
+        float, typer.Option(help="Length of each audio/video clip.", min=0.1)
+    ] = 10.0,
     json_mode: JsonFlag = False,
 ) -> None:
     """Throughput of the offline image, audio and video defaults on generated media."""

@@ -23,7 +23,11 @@ def knn(
     text_column: Annotated[str, typer.Option(help="Text column.")] = "tweet",
     size: Annotated[int, typer.Option(help="Vectors in the index.", min=1000)] = 1_000_000,
     queries: Annotated[int, typer.Option(help="Held-out queries.", min=10)] = 1000,
-    fit_texts: Annotated[int, typer.Option(help="Texts embedded to fit the mixture.")] = 5000,
+    fit_texts: Annotated[
+        int,
+        # The mixture has 64 components; fewer texts fail inside scikit-learn.
+        typer.Option(help="Texts embedded to fit the mixture (at least 64).", min=64),
+    ] = 5000,
     json_mode: JsonFlag = False,
 ) -> None:
     """p50/p95 per-query latency and recall@10 against exact search, build time and memory."""
