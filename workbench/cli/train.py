@@ -13,11 +13,24 @@ from workbench.cli._common import JsonFlag, ProjectOpt, database, emit, fail, sa
 from workbench.db.models import ModelVersion, RoundStatus, TrainingRound
 from workbench.services.audit import Actor
 from workbench.services.projects import get_project
+from workbench.services.train.progress import HEARTBEAT_SECONDS, STALE_BEATS, HeartbeatPolicy
 
 # The training services load scikit-learn (about a second): they are imported inside the
 # commands, so every other command starts without it.
 
 TRACEBACK_START = "Traceback (most recent call last):"
+
+# Every process running rounds of one database should beat at the same interval (a worker
+# judges another's heartbeat by its own), hence one environment variable for all of them.
+HeartbeatOpt = Annotated[
+    float,
+    typer.Option(
+        envvar="WORKBENCH_ROUND_HEARTBEAT_SECONDS",
+        min=0.01,
+        help=f"Seconds between a running round's heartbeats; a round silent for {STALE_BEATS} "
+        "beats is reclaimed by another worker.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -61,6 +74,7 @@ def retrain(
         bool, typer.Option("--refill/--no-refill", help="Refill the review queue afterwards.")
     ] = False,
     json_mode: JsonFlag = False,
+    heartbeat_seconds: HeartbeatOpt = HEARTBEAT_SECONDS,
 ) -> None:
     """Train a head on all current labels, score the pool, keep the better model.
 
@@ -79,6 +93,7 @@ def retrain(
             queue_only=queue_only,
             worker="cli",
             say=say,
+            policy=HeartbeatPolicy(heartbeat_seconds),
         )
         number = run.number
         if queue_only:
@@ -103,15 +118,24 @@ def retrain(
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Run queued rounds, then exit.")] = False,
     poll_seconds: Annotated[float, typer.Option(help="Seconds between checks.")] = 2.0,
+    heartbeat_seconds: HeartbeatOpt = HEARTBEAT_SECONDS,
 ) -> None:
-    """Run queued retrain rounds (and start rounds every N new labels) until stopped."""
+    """Run queued retrain rounds (and start rounds every N new labels) until stopped; take
+    over rounds whose worker stopped sending heartbeats."""
     from workbench.services.train.worker import run_worker
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with database(False) as db:
         try:
-            n = run_worker(db, once=once, poll_seconds=poll_seconds, stop=stop, say=say)
+            n = run_worker(
+                db,
+                once=once,
+                poll_seconds=poll_seconds,
+                stop=stop,
+                say=say,
+                policy=HeartbeatPolicy(heartbeat_seconds),
+            )
         except KeyboardInterrupt:
             n = 0
         say(f"worker stopped after {n} rounds")

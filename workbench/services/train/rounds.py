@@ -3,7 +3,10 @@ it (or `run_round_now` here and now), record progress, log and outcome. A round 
 then refills the queue. A failed round keeps the previous model in use.
 
 Claiming is race-free on both backends: Postgres picks the oldest queued round with
-`FOR UPDATE SKIP LOCKED`; SQLite flips `queued -> running` with one guarded UPDATE.
+`FOR UPDATE SKIP LOCKED`; SQLite flips `queued -> running` with one guarded UPDATE. The worker
+running a round stamps its heartbeat (progress.py); a round whose heartbeat went stale (its
+worker died) is reclaimed: the attempt is marked failed in the log and audited, and the round
+queued again, or failed after `max_attempts` attempts.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import socket
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -25,9 +28,11 @@ from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
 from workbench.services.projects import get_project, project_settings
 from workbench.services.select.batch import select_batch
+from workbench.services.train.progress import Heartbeat, HeartbeatPolicy, RoundLog, RoundReclaimed
 from workbench.services.train.train import train_round
 
 ACTIVE = (RoundStatus.queued, RoundStatus.running)
+DEFAULT_POLICY = HeartbeatPolicy()
 
 
 def worker_name() -> str:
@@ -54,9 +59,12 @@ def request_round(
     *,
     trigger: str = "manual",
     refill_queue: bool = True,
+    policy: HeartbeatPolicy = DEFAULT_POLICY,
 ) -> tuple[TrainingRound, bool]:
-    """Queue a round for the worker; an already queued or running round is returned instead."""
+    """Queue a round for the worker; an already queued or running round is returned instead
+    (one whose worker died is reclaimed first, so it is not handed back as running)."""
     require_role(actor, Role.engineer, Role.admin, action="launch retrain rounds")
+    reclaim_stale_rounds(session, policy, project_id=project.id)
     existing = open_round(session, project)
     if existing is not None:
         return existing, False
@@ -112,7 +120,8 @@ def maybe_request_round(session: Session, project: Project) -> TrainingRound | N
 def claim_next_round(
     session: Session, worker: str, round_id: int | None = None
 ) -> TrainingRound | None:
-    """Take the oldest queued round (or that one round) for this worker, or None."""
+    """Take the oldest queued round (or that one round) for this worker, or None. The claim
+    starts a new attempt with a fresh heartbeat."""
     q = (
         select(TrainingRound.id)
         .where(TrainingRound.status == RoundStatus.queued)
@@ -126,10 +135,18 @@ def claim_next_round(
     round_id = session.scalar(q)
     if round_id is None:
         return None
+    now = utcnow()
     flipped = session.execute(
         update(TrainingRound)
         .where(TrainingRound.id == round_id, TrainingRound.status == RoundStatus.queued)
-        .values(status=RoundStatus.running, worker=worker, started_at=utcnow(), progress=0.0)
+        .values(
+            status=RoundStatus.running,
+            worker=worker,
+            started_at=now,
+            heartbeat_at=now,
+            progress=0.0,
+            attempts=TrainingRound.attempts + 1,
+        )
         .execution_options(synchronize_session=False)
     ).rowcount
     if not flipped:
@@ -137,52 +154,114 @@ def claim_next_round(
     return session.get(TrainingRound, round_id, populate_existing=True)
 
 
-def fail_stale_rounds(
-    session: Session, older_than: timedelta = timedelta(hours=6), now: datetime | None = None
-) -> int:
-    """Rounds left `running` by a worker that died are marked failed with a reason."""
+def reclaim_stale_rounds(
+    session: Session,
+    policy: HeartbeatPolicy = DEFAULT_POLICY,
+    *,
+    now: datetime | None = None,
+    project_id: int | None = None,
+) -> list[int]:
+    """Rounds left `running` by a worker whose heartbeat stopped: each attempt is marked failed
+    in the round's log and audited, and the round queued again (or failed, after
+    `max_attempts`). Returns the ids of the rounds reclaimed.
+
+    One guarded UPDATE per round makes a round reclaimed once even when workers race."""
     now = now or utcnow()
-    return session.execute(
-        update(TrainingRound)
-        .where(
-            TrainingRound.status == RoundStatus.running, TrainingRound.started_at < now - older_than
+    cutoff = now - policy.stale_after
+    # A round claimed before heartbeats existed has none: its start is its last sign of life.
+    last_sign = func.coalesce(TrainingRound.heartbeat_at, TrainingRound.started_at)
+    q = select(TrainingRound.id, TrainingRound.attempts).where(
+        TrainingRound.status == RoundStatus.running, last_sign < cutoff
+    )
+    if project_id is not None:
+        q = q.where(TrainingRound.project_id == project_id)
+    reclaimed = []
+    for round_id, attempts in session.execute(q.order_by(TrainingRound.id)).all():
+        give_up = attempts >= policy.max_attempts
+        error = (
+            f"the worker stopped sending heartbeats {attempts} times (attempt limit "
+            f"{policy.max_attempts}); this round is given up"
         )
-        .values(
-            status=RoundStatus.failed,
-            finished_at=now,
-            error="the worker stopped before finishing this round",
+        values: dict[str, object] = (
+            {"status": RoundStatus.failed, "finished_at": now, "error": error}
+            if give_up
+            else {"status": RoundStatus.queued, "worker": None}
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-
-
-class RoundLog:
-    """Progress and log lines written in their own short transactions, so the UI sees them
-    while the round runs."""
-
-    def __init__(self, db: Database, round_id: int) -> None:
-        self.db, self.round_id = db, round_id
-
-    def __call__(self, message: str, progress: float | None = None) -> None:
-        stamp = utcnow().strftime("%H:%M:%S")
-        with self.db.sessions.begin() as s:
-            rnd = s.get_one(TrainingRound, self.round_id)
-            rnd.log = (rnd.log or "") + f"[{stamp}] {message}\n"
-            if progress is not None:
-                rnd.progress = max(0.0, min(1.0, progress))
+        flipped = session.execute(
+            update(TrainingRound)
+            .where(
+                TrainingRound.id == round_id,
+                TrainingRound.status == RoundStatus.running,
+                TrainingRound.attempts == attempts,
+                last_sign < cutoff,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not flipped:
+            continue  # another worker reclaimed it first, or its heartbeat just came back
+        rnd = session.get_one(TrainingRound, round_id, populate_existing=True)
+        last = rnd.heartbeat_at or rnd.started_at
+        seen = last.isoformat(timespec="seconds") if last else "never"
+        outcome = "giving up" if give_up else "queued again"
+        rnd.log = (rnd.log or "") + (
+            f"[{now.strftime('%H:%M:%S')}] attempt {attempts} failed: worker "
+            f"{rnd.worker or '?'} stopped sending heartbeats (last at {seen}); {outcome}\n"
+        )
+        details = {"attempt": attempts, "last_heartbeat": seen, "outcome": outcome}
+        record_event(
+            session,
+            Actor.system(),
+            "round.reclaimed",
+            project_id=rnd.project_id,
+            entity_type="training_round",
+            entity_id=rnd.number,
+            details=details,
+        )
+        if give_up:
+            record_event(
+                session,
+                Actor.system(),
+                "round.failed",
+                project_id=rnd.project_id,
+                entity_type="training_round",
+                entity_id=rnd.number,
+                details={"error": error},
+            )
+        reclaimed.append(round_id)
+    session.flush()
+    return reclaimed
 
 
 RoundRunner = Callable[[Database, int, RoundLog], int | None]
 
 
-def run_claimed_round(db: Database, round_id: int, runner: RoundRunner) -> RoundStatus:
-    """Run one claimed round; any failure is recorded on the round, never raised."""
-    log = RoundLog(db, round_id)
+def _current_status(db: Database, round_id: int) -> RoundStatus:
+    with db.sessions() as s:
+        return s.get_one(TrainingRound, round_id).status
+
+
+def run_claimed_round(
+    db: Database, round_id: int, runner: RoundRunner, policy: HeartbeatPolicy = DEFAULT_POLICY
+) -> RoundStatus:
+    """Run one claimed round with a heartbeat; any failure is recorded on the round, never
+    raised. An attempt that another worker reclaimed meanwhile writes nothing more and returns
+    the round's status as the new holder left it."""
+    with db.sessions() as s:
+        attempt = s.get_one(TrainingRound, round_id).attempts
+    log = RoundLog(db, round_id, attempt)
     try:
-        model_version_id = runner(db, round_id, log)
+        with Heartbeat(log, policy.heartbeat_seconds):
+            model_version_id = runner(db, round_id, log)
+    except RoundReclaimed:
+        return _current_status(db, round_id)
     except Exception as exc:
         detail = exc.message if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
         with db.sessions.begin() as s:
+            try:
+                log.confirm_claim(s)
+            except RoundReclaimed:
+                return _current_status(db, round_id)
             rnd = s.get_one(TrainingRound, round_id)
             rnd.status, rnd.error, rnd.finished_at = RoundStatus.failed, detail, utcnow()
             rnd.log = (rnd.log or "") + traceback.format_exc(limit=5)
@@ -197,6 +276,10 @@ def run_claimed_round(db: Database, round_id: int, runner: RoundRunner) -> Round
             )
         return RoundStatus.failed
     with db.sessions.begin() as s:
+        try:
+            log.confirm_claim(s)
+        except RoundReclaimed:
+            return _current_status(db, round_id)
         rnd = s.get_one(TrainingRound, round_id)
         rnd.status, rnd.finished_at, rnd.progress = RoundStatus.succeeded, utcnow(), 1.0
         rnd.model_version_id = model_version_id
@@ -249,6 +332,7 @@ def run_round_now(
     queue_only: bool = False,
     worker: str = "cli",
     say: Callable[[str], None] = _quiet,
+    policy: HeartbeatPolicy = DEFAULT_POLICY,
 ) -> RoundRun:
     """Request a round and run it here, in this process, unless `queue_only`.
 
@@ -258,7 +342,12 @@ def run_round_now(
     """
     with db.sessions.begin() as s:
         rnd, created = request_round(
-            s, get_project(s, project_name), actor, trigger=trigger, refill_queue=refill_queue
+            s,
+            get_project(s, project_name),
+            actor,
+            trigger=trigger,
+            refill_queue=refill_queue,
+            policy=policy,
         )
         round_id, number = rnd.id, rnd.number
     if not created:
@@ -270,7 +359,8 @@ def run_round_now(
     if claimed is None:
         raise WorkbenchError(f"round {number} was taken by a running worker; follow it there")
     say(f"running round {number}")
-    return RoundRun(round_id, number, created, run_claimed_round(db, round_id, run_round_job))
+    status = run_claimed_round(db, round_id, run_round_job, policy)
+    return RoundRun(round_id, number, created, status)
 
 
 def list_rounds(session: Session, project: Project, limit: int = 20) -> list[TrainingRound]:

@@ -47,6 +47,7 @@ from workbench.services.projects import get_project, project_settings
 from workbench.services.quality.adjudication import training_overrides
 from workbench.services.quality.aggregation import aggregate_labels
 from workbench.services.train.heads import CalibratedHead, make_head
+from workbench.services.train.progress import RoundLog
 from workbench.services.vectors.spaces import FUSED, get_space, load_space_vectors
 
 MIN_EVAL_ITEMS = 20
@@ -220,7 +221,7 @@ def new_head(params: dict[str, Any]) -> Any:
     return make_head(**params)
 
 
-def train_round(db: Database, round_id: int, log: Any) -> int:
+def train_round(db: Database, round_id: int, log: RoundLog) -> int:
     """The worker's job for one round; returns the new model version's id."""
     settings = db.settings
     with db.sessions() as s:
@@ -340,6 +341,8 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
     for f in out.iterdir():  # trained on reviewed content: for the owner only
         private_file(f)
     with db.sessions.begin() as s:
+        # A worker that stalled past its heartbeat and lost the round commits no model.
+        log.confirm_claim(s)
         project = get_project(s, project_name)
         mv = ModelVersion(
             project_id=project_id,
@@ -361,8 +364,11 @@ def train_round(db: Database, round_id: int, log: Any) -> int:
         s.add(mv)
         s.flush()
         if promote:
+            # Demote, flush, then promote, all in this transaction: the database allows one
+            # champion per project (uq_model_versions_one_champion) at every statement.
             if champion is not None:
                 s.get_one(ModelVersion, champion.id).status = ModelStatus.retired
+                s.flush()
             mv.status = ModelStatus.champion
         record_event(
             s,

@@ -10,11 +10,13 @@ from sqlalchemy import select
 
 from workbench.db.database import Database
 from workbench.db.models import Project, RoundStatus
+from workbench.services.train.progress import HeartbeatPolicy
 from workbench.services.train.rounds import (
+    DEFAULT_POLICY,
     RoundRunner,
     claim_next_round,
-    fail_stale_rounds,
     maybe_request_round,
+    reclaim_stale_rounds,
     run_claimed_round,
     run_round_job,
     worker_name,
@@ -25,11 +27,13 @@ def work_once(
     db: Database,
     worker: str | None = None,
     job: RoundRunner = run_round_job,
+    policy: HeartbeatPolicy = DEFAULT_POLICY,
 ) -> RoundStatus | None:
-    """Check thresholds, then run at most one round. Returns its outcome, or None if idle."""
+    """Reclaim rounds of dead workers, check thresholds, then run at most one round. Returns
+    its outcome, or None if idle."""
     worker = worker or worker_name()
     with db.sessions.begin() as s:
-        fail_stale_rounds(s)
+        reclaim_stale_rounds(s, policy)
         for project in s.scalars(select(Project)):
             maybe_request_round(s, project)
     with db.sessions.begin() as s:
@@ -37,7 +41,7 @@ def work_once(
         round_id = rnd.id if rnd else None
     if round_id is None:
         return None
-    return run_claimed_round(db, round_id, job)
+    return run_claimed_round(db, round_id, job, policy)
 
 
 def run_worker(
@@ -47,6 +51,7 @@ def run_worker(
     poll_seconds: float = 2.0,
     stop: threading.Event | None = None,
     say: Callable[[str], None] = print,
+    policy: HeartbeatPolicy = DEFAULT_POLICY,
 ) -> int:
     """Loop until stopped (or, with once, until no round is left). Returns rounds run."""
     stop = stop or threading.Event()
@@ -54,7 +59,7 @@ def run_worker(
     ran = 0
     say(f"worker {name} started")
     while not stop.is_set():
-        outcome = work_once(db, name)
+        outcome = work_once(db, name, policy=policy)
         if outcome is None:
             if once:
                 break
