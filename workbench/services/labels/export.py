@@ -163,6 +163,8 @@ def _json_value(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parquet_schema() -> Any:
+    # pyarrow is imported only for Parquet: it takes about half a second, and CSV and JSONL
+    # exports (and every importer of this module) need none of it.
     import pyarrow as pa
 
     span = pa.struct(
@@ -216,7 +218,7 @@ def write_label_records(records: Iterable[dict[str, Any]], fmt: Format, sink: Bi
         finally:
             text.detach()  # leave the caller's stream open
     else:
-        import pyarrow as pa
+        import pyarrow as pa  # deferred: see _parquet_schema
         import pyarrow.parquet as pq
 
         schema = _parquet_schema()

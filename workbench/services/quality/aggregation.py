@@ -39,6 +39,7 @@ RESULT_COLUMNS = ["label", "confidence", "n_labels", "source", "method"]
 
 
 def _model(method: AggregationMethod, n_iter: int, seed: int) -> Any:
+    # crowdkit is imported here only: it takes about 0.7 s, and training imports this module.
     from crowdkit.aggregation import GLAD, MACE, DawidSkene, MajorityVote
 
     if method is AggregationMethod.majority:

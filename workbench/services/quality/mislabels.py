@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from workbench.services.audit import Actor, record_event, require_role
 from workbench.services.projects import get_project
 from workbench.services.queue.enqueue import NewEntry
 from workbench.services.queue.enqueue import enqueue as add_to_queue
+from workbench.services.train.heads import make_head
 from workbench.services.train.train import champion, training_set
 from workbench.services.vectors.spaces import FUSED, get_space, load_space_vectors
 
@@ -101,10 +103,6 @@ def out_of_fold_probabilities(
 
     `y` must hold codes 0..K-1, each with at least `folds` items (see `effective_folds`).
     """
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    from workbench.services.train.heads import make_head
-
     probabilities = cross_val_predict(
         make_head(**head_params),
         X,
@@ -122,6 +120,7 @@ def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray
     self-confidence, and `rank.get_label_quality_scores` (self-confidence, the probability of
     the given label). One process: the machine is shared, and the data is small.
     """
+    # cleanlab is imported here only: it adds about 0.2 s to every importer of this module.
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
