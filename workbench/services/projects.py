@@ -17,6 +17,32 @@ from workbench.services.taxonomy import add_policy_version, default_taxonomy
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
+_ENGINEER = frozenset({Role.engineer, Role.admin})
+_LEAD = frozenset({Role.lead, Role.admin})
+# Who may change each setting (the top-level key; `encoders.text` is `encoders`): engineers the
+# model and selection, leads what decides the quality of the labels and the reviewers' work,
+# admins everything. The CLI acts as `system`, which may change every one.
+SETTING_ROLES: dict[str, frozenset[Role]] = {
+    "encoders": _ENGINEER,
+    "retrain_every_n_labels": _ENGINEER,
+    "selection_mix": _ENGINEER,
+    "batch_size": _ENGINEER,
+    "near_duplicate_threshold": _ENGINEER,
+    "propagate_to_duplicates": _ENGINEER,
+    "overlap_share": _LEAD,
+    "overlap_k": _LEAD,
+    "gold_rate": _LEAD,
+    "gold_alert_threshold": _LEAD,
+    "gold_alert_min_answers": _LEAD,
+    "gold_window_days": _LEAD,
+    "adjudicate_low_alpha_slices": _LEAD,
+    "adjudication_alpha_threshold": _LEAD,
+    "adjudication_min_slice_items": _LEAD,
+    "lease_seconds": _LEAD,
+    "show_model_suggestion_after_submit": _LEAD,
+    "label_aggregation": _LEAD,
+}
+
 
 def get_project(session: Session, name: str) -> Project:
     project = session.scalar(select(Project).where(Project.name == name))
@@ -83,14 +109,26 @@ def project_settings_view(session: Session, project: Project, actor: Actor) -> d
     return project_settings(project).model_dump(mode="json")
 
 
+def require_setting_role(actor: Actor, key: str) -> None:
+    """Refuse a change of `key` by a role its row of `SETTING_ROLES` does not name."""
+    top = key.split(".", 1)[0]
+    allowed = SETTING_ROLES.get(top)
+    if allowed is None:
+        # Unknown keys are refused with the list of known ones once the role may change some.
+        require_role(actor, Role.lead, Role.engineer, Role.admin, action="change project settings")
+        return
+    roles = [r for r in Role if r in allowed]
+    require_role(actor, *roles, action=f"change project settings ({top!r})")
+
+
 def set_project_setting(
     session: Session, project: Project, key: str, value: Any, actor: Actor
 ) -> ProjectSettings:
     """Set one dotted key (`batch_size`, `encoders.text`) after full validation.
 
-    Engineers (selection mix, batch size) and admins may; the CLI acts as the system actor.
+    Who may is in `SETTING_ROLES`, by the key's top level; the CLI acts as the system actor.
     """
-    require_role(actor, Role.engineer, Role.admin, action="change project settings")
+    require_setting_role(actor, key)
     current = project_settings(project).model_dump(mode="json")
     parts = key.split(".")
     node: Any = current

@@ -189,9 +189,28 @@ def set_password(
     return ended
 
 
+def _keep_an_admin(session: Session, user: User, action: str) -> None:
+    """Refuse to take away the last enabled admin: nobody could manage accounts in the browser
+    again. The admins' rows are locked (Postgres), so two admins demoting each other at once
+    cannot both pass this check."""
+    if user.role is not Role.admin or user.disabled:
+        return
+    admins = session.scalars(
+        select(User.id).where(User.role == Role.admin, User.disabled.is_(False)).with_for_update()
+    ).all()
+    if set(admins) <= {user.id}:
+        raise WorkbenchError(
+            f"{user.name} is the last enabled admin and cannot be {action}: "
+            "make another user admin first"
+        )
+
+
 def set_disabled(session: Session, user: User, disabled: bool, actor: Actor) -> int:
-    """Disable (ending every session at once) or enable an account; how many sessions ended."""
+    """Disable (ending every session at once) or enable an account; how many sessions ended.
+    The last enabled admin stays enabled."""
     require_role(actor, Role.admin, action="disable users")
+    if disabled:
+        _keep_an_admin(session, user, "disabled")
     user.disabled = disabled
     ended = revoke_user_sessions(session, user) if disabled else 0
     record_event(
@@ -206,7 +225,10 @@ def set_disabled(session: Session, user: User, disabled: bool, actor: Actor) -> 
 
 
 def set_role(session: Session, user: User, role: Role, actor: Actor) -> None:
+    """Change a user's role; the last enabled admin stays admin."""
     require_role(actor, Role.admin, action="change roles")
+    if role is not Role.admin:
+        _keep_an_admin(session, user, f"made {role.value}")
     old = user.role
     user.role = role
     record_event(
