@@ -32,7 +32,8 @@ def demo(
 
     Ingests the fixtures into project `demo`, imports their labels, creates demo users, embeds,
     trains, selects a first batch, prints the status and the users' credentials, then serves the
-    UI (--no-serve stops before serving, for scripts). Running it twice is harmless.
+    UI (--no-serve stops before serving, for scripts). Running it twice is harmless; it refuses
+    a database that holds users or projects it did not make (it sets passwords and roles).
     """
     # Here, not at the top: the demo loads every stage of the loop, scikit-learn included
     # (about a second), which the other commands never need.

@@ -1,6 +1,7 @@
 """The demo: a project from the shipped fixtures, demo users, embedded, trained, queue filled.
 
-Every step is idempotent, so running the demo twice changes nothing the second time.
+Every step is idempotent, so running the demo twice changes nothing the second time. It runs
+only on an empty database or one it set up: it sets the demo users' passwords and roles.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from workbench.db.database import Database
-from workbench.db.models import Role, User
+from workbench.db.models import Project, Role, User
 from workbench.errors import WorkbenchError
 from workbench.progress import no_progress
 from workbench.services.audit import Actor
@@ -25,7 +27,7 @@ from workbench.services.select.batch import select_batch
 from workbench.services.status import project_status
 from workbench.services.train.rounds import run_round_now
 from workbench.services.train.train import champion
-from workbench.services.users import add_user, generate_password, hash_password
+from workbench.services.users import add_user, generate_password, set_password, set_role
 from workbench.services.vectors.embed import embed_project
 
 DEMO_PROJECT = "demo"
@@ -37,6 +39,47 @@ DEMO_USERS: list[tuple[str, Role]] = [
     ("bob", Role.reviewer),
     ("carol", Role.reviewer),
 ]
+
+
+def fixture_reviewers(labels: Path) -> set[str]:
+    """The reviewers the fixtures' labels name: the import makes them users (no password)."""
+    names: set[str] = set()
+    for line in labels.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue  # the label import names the bad line
+        if isinstance(row, dict) and isinstance(row.get("reviewer"), str):
+            names.add(row["reviewer"])
+    return names
+
+
+def refuse_unless_demo_database(session: Session, reviewers: set[str]) -> None:
+    """Refuse a database that holds users or projects the demo did not make.
+
+    Why: the demo gives its users known passwords and roles; on a real database an account
+    named `admin` or `alice` would be taken over.
+    """
+    demo_names = {name for name, _ in DEMO_USERS} | reviewers
+    others = sorted(set(session.scalars(select(User.name))) - demo_names)
+    projects = sorted(set(session.scalars(select(Project.name))) - {DEMO_PROJECT})
+    if not others and not projects:
+        return
+    found = []
+    if others:
+        found.append(f"users {_some(others)}")
+    if projects:
+        found.append(f"projects {_some(projects)}")
+    raise WorkbenchError(
+        f"this is not a demo database: it holds {' and '.join(found)}. The demo sets its "
+        "users' passwords and roles, so it runs only on an empty database or one it set up "
+        "(point WORKBENCH_HOME or WORKBENCH_DATABASE_URL at a new one)"
+    )
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    text = ", ".join(repr(n) for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _credentials(db: Database) -> tuple[Path, dict[str, str]]:
@@ -57,9 +100,11 @@ def ensure_demo_users(db: Database, actor: Actor) -> list[dict[str, str]]:
             if user is None:
                 add_user(s, name, role, actor, password=password)
             elif user.password_hash is None or name not in known:
-                # e.g. a reviewer first seen in the imported labels, without a password
-                user.password_hash = hash_password(password)
-                user.role = role
+                # e.g. a reviewer first seen in the imported labels, without a password. The
+                # audited paths: each change leaves an event, and a reset ends open sessions.
+                set_password(s, user, password, actor)
+                if user.role is not role:
+                    set_role(s, user, role, actor)
             known[name] = password
             out.append({"name": name, "role": role.value, "password": password})
     tmp = path.with_suffix(".tmp")
@@ -84,6 +129,7 @@ def run_demo(
                 f"{f}: demo fixture missing (run from the repository root, or pass --fixtures)"
             )
     with db.sessions.begin() as s:
+        refuse_unless_demo_database(s, fixture_reviewers(labels))
         _, created = get_or_create_project(s, DEMO_PROJECT, actor)
     say(f"project {DEMO_PROJECT!r} " + ("created" if created else "already there"))
     ingest = ingest_path(db.sessions, db.settings, manifest, DEMO_PROJECT, actor, progress=progress)
