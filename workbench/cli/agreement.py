@@ -35,17 +35,27 @@ def agreement(
         typer.Option("--resamples", min=0, help="Bootstrap resamples (default: by data size)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    include_leads: Annotated[
+        bool,
+        typer.Option(
+            "--include-leads",
+            help="Count leads' and admins' labels too (by default reviewers' only: leads see "
+            "the read-outs of others' labels).",
+        ),
+    ] = False,
     json_mode: JsonFlag = False,
 ) -> None:
     """Inter-annotator agreement of a project's reviewers.
 
     Krippendorff's alpha, Fleiss' kappa, percent agreement (with bootstrap intervals) and
-    pairwise Cohen's kappa over the counted labels: current, by people, latest per reviewer.
+    pairwise Cohen's kappa over the counted labels: current, by people whose role is reviewer
+    (leads and admins too with --include-leads), latest per reviewer.
     """
     with database(json_mode) as db, db.sessions() as s:
         result = agreement_report(
-            s, get_project(s, project), field, by or [], n_boot=resamples, seed=seed
-        )
+            s, get_project(s, project), field, by or [], n_boot=resamples, seed=seed,
+            include_leads=include_leads,
+        )  # fmt: skip
         if result["n_items"] == 0:
             say("no item has two or more counted labels: nothing to compare yet")
         if plot is not None:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kappa
 
-from workbench.db.models import Decision, Item, Label, Project, User
+from workbench.db.models import Decision, Item, Label, Project, Role, User
 from workbench.errors import WorkbenchError
 from workbench.services.labels.current import HUMAN_SOURCES, is_current
 
@@ -54,7 +54,10 @@ NO_POLICY = "(none)"
 UNKNOWN = "unknown"
 COUNTED_LABELS = (
     "current (not superseded), made by people (human or import, not propagated), "
-    "the latest per reviewer and item"
+    "by users whose role is reviewer, the latest per reviewer and item"
+)
+COUNTED_LABELS_WITH_LEADS = COUNTED_LABELS.replace(
+    "whose role is reviewer", "whose role is reviewer, lead or admin"
 )
 
 
@@ -636,12 +639,24 @@ LABEL_COLUMNS = [
 ]
 
 
-def load_counted_labels(session: Session, project: Project) -> pd.DataFrame:
+def counted_roles(include_leads: bool = False) -> tuple[Role, ...]:
+    """Whose labels count: reviewers'; leads' and admins' too only when a lead asks.
+
+    Why: leads and admins also review, but they see the read-outs of other people's labels, so
+    their labels are not the independent judgements agreement and aggregation assume.
+    """
+    return (Role.reviewer, Role.lead, Role.admin) if include_leads else (Role.reviewer,)
+
+
+def load_counted_labels(
+    session: Session, project: Project, *, include_leads: bool = False
+) -> pd.DataFrame:
     """The labels agreement and aggregation count: one row per (item, reviewer).
 
     Current (no label supersedes it), made by people (source human or import; propagated
-    copies are never a judgement), and of several current labels by one reviewer on one item
-    only the latest (created_at, then id).
+    copies are never a judgement), by users of a role in `counted_roles` (reviewers, unless
+    `include_leads`), and of several current labels by one reviewer on one item only the latest
+    (created_at, then id).
     """
     rows = session.execute(
         select(
@@ -661,6 +676,7 @@ def load_counted_labels(session: Session, project: Project) -> pd.DataFrame:
         .where(
             Label.project_id == project.id,
             Label.source.in_(HUMAN_SOURCES),
+            User.role.in_(counted_roles(include_leads)),
             is_current(),
         )
     ).all()
@@ -697,12 +713,16 @@ def agreement_report(
     *,
     n_boot: int | None = None,
     seed: int = 0,
+    include_leads: bool = False,
 ) -> dict[str, Any]:
-    """Agreement of a project's counted labels on one field, overall and by slice."""
+    """Agreement of a project's counted labels on one field, overall and by slice (reviewers'
+    labels; leads' and admins' too with `include_leads`)."""
     field = parse_field(field)
     dims = [parse_dimension(d) for d in by]
-    labels = load_counted_labels(session, project)
+    labels = load_counted_labels(session, project, include_leads=include_leads)
     if labels.empty:
         labels = pd.DataFrame(columns=LABEL_COLUMNS)
     report = agreement_from_frame(labels, field, dims, n_boot=n_boot, seed=seed)
+    if include_leads:
+        report["counted_labels"] = COUNTED_LABELS_WITH_LEADS
     return {"project": project.name, **report}

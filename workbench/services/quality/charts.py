@@ -241,10 +241,12 @@ def agreement_dashboard(
     *,
     n_boot: int | None = None,
     seed: int = 0,
+    include_leads: bool = False,
 ) -> AgreementDashboard:
-    """The dashboard's figures over the project's counted labels on one field."""
+    """The dashboard's figures over the project's counted labels on one field (reviewers';
+    leads' and admins' too with `include_leads`)."""
     require_role(actor, Role.lead, Role.engineer, Role.admin, action="see agreement figures")
-    labels = load_counted_labels(session, project)
+    labels = load_counted_labels(session, project, include_leads=include_leads)
     return dashboard_from_frame(labels, project.name, field, n_boot=n_boot, seed=seed)
 
 
