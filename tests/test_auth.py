@@ -11,14 +11,19 @@ from workbench.db.models import AuditEvent, Role
 from workbench.db.types import utcnow
 from workbench.services.audit import Actor
 from workbench.services.auth import (
-    LOCKOUT_FAILURES,
+    CLIENT_FREE_FAILURES,
+    CLIENT_MAX_DELAY_SECONDS,
+    NAME_FREE_FAILURES,
+    NAME_MAX_DELAY_SECONDS,
     SESSION_IDLE_SECONDS,
     AuthenticationError,
     LocalPasswordAuthenticator,
+    LoginThrottle,
     LoginThrottled,
+    backoff,
+    log_in,
     login,
     logout,
-    required_wait,
     resolve_session,
 )
 from workbench.services.users import add_user, revoke_user_sessions, set_disabled, set_password
@@ -111,13 +116,13 @@ def test_a_password_reset_ends_the_users_other_sessions(db) -> None:
         assert event is not None and event.details == {"sessions_ended": 1}
 
 
-def test_repeated_failures_are_throttled_then_locked_even_with_the_right_password(db) -> None:
-    auth = LocalPasswordAuthenticator()
+def test_repeated_failures_are_throttled_even_with_the_right_password(db) -> None:
+    auth = LocalPasswordAuthenticator(LoginThrottle())
     now = utcnow()
     with db.sessions.begin() as s:
         _user(s)
     # Three free mistakes, each at once after the other.
-    for n in range(3):
+    for n in range(NAME_FREE_FAILURES):
         with db.sessions.begin() as s, pytest.raises(AuthenticationError) as err:
             login(s, auth, {"user_name": "alice", "password": "bad-pass"}, now=now)
         assert not isinstance(err.value, LoginThrottled), n
@@ -130,21 +135,21 @@ def test_repeated_failures_are_throttled_then_locked_even_with_the_right_passwor
         login(s, auth, {"user_name": "alice", "password": PW}, now=now + timedelta(seconds=2))
 
 
-def test_delay_grows_and_ends_in_a_lockout() -> None:
-    waits = [required_wait(n) for n in range(LOCKOUT_FAILURES + 1)]
-    assert waits[:3] == [0, 0, 0]
+def test_delay_grows_and_is_capped_rather_than_a_lockout() -> None:
+    waits = [backoff(n, NAME_FREE_FAILURES, NAME_MAX_DELAY_SECONDS) for n in range(40)]
+    assert waits[:NAME_FREE_FAILURES] == [0] * NAME_FREE_FAILURES
     assert waits[3] < waits[4] < waits[5]
-    assert waits[LOCKOUT_FAILURES] >= 15 * 60
+    assert max(waits) == NAME_MAX_DELAY_SECONDS
+    client = [backoff(n, CLIENT_FREE_FAILURES, CLIENT_MAX_DELAY_SECONDS) for n in range(40)]
+    assert client[CLIENT_FREE_FAILURES - 1] == 0 and max(client) == 15 * 60
 
 
 def test_failed_logins_are_kept_even_though_the_request_fails(db) -> None:
-    from workbench.services.auth import log_in
-
-    auth = LocalPasswordAuthenticator()
+    auth = LocalPasswordAuthenticator(LoginThrottle())
     now = utcnow()
     with db.sessions.begin() as s:
         _user(s)
-    for _ in range(3):
+    for _ in range(NAME_FREE_FAILURES):
         with pytest.raises(AuthenticationError):
             log_in(db.sessions, auth, {"user_name": "alice", "password": "bad-pass"}, now=now)
     with pytest.raises(LoginThrottled):

@@ -8,14 +8,19 @@ as a second authenticator without touching the pages.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import secrets
-from collections.abc import Mapping
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from workbench.db.models import LoginAttempt, Role, User, UserSession
@@ -24,16 +29,35 @@ from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
 from workbench.services.users import find_user, hash_password, verify_password
 
-# Why these numbers: a person who mistypes twice is never slowed down; a guesser is slowed
-# exponentially and then locked out for a while, per user name (known or not).
-FREE_FAILURES = 3
-MAX_DELAY_SECONDS = 300
-LOCKOUT_FAILURES = 10
-LOCKOUT_SECONDS = 15 * 60
+# The throttle (README, SECURITY, "Login throttling"). Failures slow down; nothing locks an
+# account, since a lockout lets anyone who knows a user name keep its owner out.
+# Per name (known or not, so a refusal says nothing about which names exist): a person who
+# mistypes a few times is never slowed; then each try must wait twice as long as the last, up
+# to a minute: the real user is kept out by a flood at most that long after its last guess.
+NAME_FREE_FAILURES = 3
+NAME_MAX_DELAY_SECONDS = 60
+# Per client (network address, IPv6 by /64): one machine guessing, or spraying one password
+# over many names, is slowed much harder, up to a try per quarter hour.
+CLIENT_FREE_FAILURES = 10
+CLIENT_MAX_DELAY_SECONDS = 15 * 60
 FAILURE_WINDOW = timedelta(minutes=15)
+# The whole server: past this many failures in a minute password checks pause (a breaker that
+# bounds both a distributed attack and the CPU and memory argon2 spends on it).
+GLOBAL_FAILURES_PER_MINUTE = 100
+GLOBAL_WINDOW = timedelta(minutes=1)
+
+# One message for a wrong password, an unknown name and a disabled account.
+FAILED_LOGIN = "wrong user name or password"
 
 SESSION_IDLE_SECONDS = 60 * 60  # an unused session ends after an hour
 SESSION_MAX_SECONDS = 12 * 60 * 60  # and any session after a working day
+
+# Keys the throttle's record of names that are no account: they are often a password typed in
+# the wrong field, so only a keyed hash of them is stored. The key lives in this process only;
+# a restart starts their counts again, which costs nothing (there is no account to guess).
+_UNKNOWN_NAME_KEY = secrets.token_bytes(32)
+
+Transaction = Callable[[], AbstractContextManager[Session]]
 
 
 @cache
@@ -48,11 +72,19 @@ class AuthenticationError(WorkbenchError):
 
 
 class LoginThrottled(AuthenticationError):
-    """Too many recent failures for this user name; `retry_after` seconds to wait."""
+    """Too many recent failures (for this name, this client or the server); `retry_after`
+    seconds to wait. The password was not checked."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many failed logins: try again in {int(retry_after) + 1} s")
         self.retry_after = retry_after
+
+
+class SessionEnded(AuthenticationError):
+    """The session acted for was logged out, expired, or its account disabled."""
+
+    def __init__(self) -> None:
+        super().__init__("your session has ended: log in again")
 
 
 @dataclass(frozen=True)
@@ -72,13 +104,201 @@ class SessionUser:
 
 
 class Authenticator(Protocol):
-    """Turns credentials into a user, or raises AuthenticationError."""
+    """Turns credentials into a user id, or raises AuthenticationError.
+
+    It opens its own transactions with `transaction`, so a failure it counts stays counted
+    when the login fails, and no lock is held while a slow password hash is checked.
+    """
 
     method: str
 
     def authenticate(
-        self, session: Session, credentials: Mapping[str, str], now: datetime
-    ) -> User: ...
+        self,
+        transaction: Transaction,
+        credentials: Mapping[str, str],
+        now: datetime,
+        client: str | None,
+    ) -> int: ...
+
+
+def backoff(failures: int, free: int, cap: float) -> float:
+    """Seconds to wait after `failures` failures: none for the first `free`, then 1, 2, 4 ...
+    up to `cap`."""
+    if failures < free:
+        return 0.0
+    return float(min(2 ** min(failures - free, 32), cap))
+
+
+def client_key(address: str | None, browser_session: str) -> str:
+    """What the per-client limit counts by: the network address (an IPv6 host holds a whole
+    /64, so that is one client), else the browser session (a local connection has no address)."""
+    if not address:
+        return f"session:{browser_session}"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"addr:{address}"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"addr:{ip.ipv4_mapped}"
+        return f"net:{ipaddress.ip_network(f'{ip}/64', strict=False)}"
+    return f"addr:{ip}"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A login attempt let through the throttle; it counts as a failure until it succeeds."""
+
+    attempt_id: int
+    client: str | None
+    at: datetime
+
+
+class ClientFailures:
+    """Recent failures per client, in this process (the attempts table has no client column).
+
+    Why in memory: the Streamlit server that takes logins is one process; a deployment with
+    several should limit per address at its proxy too.
+    """
+
+    MAX_CLIENTS = 100_000  # past this, clients with no failure in the window are forgotten
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[datetime]] = {}
+
+    def reserve(self, client: str, now: datetime, free: int, cap: float) -> None:
+        """Count an attempt as a failure now, or raise LoginThrottled while it must wait."""
+        with self._lock:
+            times = self._failures.setdefault(client, deque())
+            while times and times[0] <= now - FAILURE_WINDOW:
+                times.popleft()
+            wait = backoff(len(times), free, cap)
+            if times and wait > 0:
+                remaining = (max(times) + timedelta(seconds=wait) - now).total_seconds()
+                if remaining > 0:
+                    raise LoginThrottled(remaining)
+            times.append(now)
+            if len(self._failures) > self.MAX_CLIENTS:
+                self._forget_idle(now)
+
+    def release(self, client: str, at: datetime) -> None:
+        """The attempt reserved at `at` succeeded (or never ran): it is no failure."""
+        with self._lock:
+            times = self._failures.get(client)
+            if times and at in times:
+                times.remove(at)
+
+    def _forget_idle(self, now: datetime) -> None:
+        for key in [k for k, t in self._failures.items() if not t or t[-1] <= now - FAILURE_WINDOW]:
+            del self._failures[key]
+
+
+class LoginThrottle:
+    """Lets a password be checked only within the limits per name, per client and global.
+
+    Attempts for one name are serialised: the count and the new attempt's row are written under
+    one lock, so twelve guesses sent at once see each other and at most the free ones are
+    checked. The row counts as a failure until its login succeeds, so no lock is held while
+    argon2 runs.
+    """
+
+    def __init__(self, *, global_failures_per_minute: int = GLOBAL_FAILURES_PER_MINUTE) -> None:
+        self.global_failures_per_minute = global_failures_per_minute
+        self.clients = ClientFailures()
+
+    def reserve(self, session: Session, key: str, client: str | None, now: datetime) -> Reservation:
+        """Record an attempt for the name `key`, or raise LoginThrottled (recording nothing)."""
+        _lock_name(session, key)
+        row = LoginAttempt(user_name=key, at=now, success=False)
+        session.add(row)
+        session.flush()  # on SQLite this first write takes the database's one write lock
+        try:
+            self._check_name(session, key, row.id, now)
+            self._check_global(session, row.id, now)
+            if client is not None:
+                self.clients.reserve(client, now, CLIENT_FREE_FAILURES, CLIENT_MAX_DELAY_SECONDS)
+        except LoginThrottled:
+            # A refused try is not counted: otherwise a flood would keep the wait from ending.
+            session.execute(delete(LoginAttempt).where(LoginAttempt.id == row.id))
+            raise
+        return Reservation(row.id, client, now)
+
+    def settle(self, session: Session, reservation: Reservation, ok: bool) -> None:
+        if not ok:
+            return
+        session.execute(
+            update(LoginAttempt)
+            .where(LoginAttempt.id == reservation.attempt_id)
+            .values(success=True)
+        )
+        if reservation.client is not None:
+            self.clients.release(reservation.client, reservation.at)
+
+    @staticmethod
+    def _check_name(session: Session, key: str, own_id: int, now: datetime) -> None:
+        # Failures since the last success within the window, newest first.
+        rows = session.execute(
+            select(LoginAttempt.at, LoginAttempt.success)
+            .where(
+                LoginAttempt.user_name == key,
+                LoginAttempt.at >= now - FAILURE_WINDOW,
+                LoginAttempt.id != own_id,
+            )
+            .order_by(LoginAttempt.at.desc(), LoginAttempt.id.desc())
+            .limit(64)
+        ).all()
+        failures: list[datetime] = []
+        for at, success in rows:
+            if success:
+                break
+            failures.append(at)
+        wait = backoff(len(failures), NAME_FREE_FAILURES, NAME_MAX_DELAY_SECONDS)
+        if failures and wait > 0:
+            remaining = (failures[0] + timedelta(seconds=wait) - now).total_seconds()
+            if remaining > 0:
+                raise LoginThrottled(remaining)
+
+    def _check_global(self, session: Session, own_id: int, now: datetime) -> None:
+        # The newest attempts by id (the primary key's index, so a flood does not make this a
+        # scan): when as many of them as the limit are failures within the minute, pause.
+        limit = self.global_failures_per_minute
+        recent = (
+            select(LoginAttempt.at, LoginAttempt.success)
+            .where(LoginAttempt.id != own_id)
+            .order_by(LoginAttempt.id.desc())
+            .limit(limit)
+            .subquery()
+        )
+        count, oldest = session.execute(
+            select(func.count(), func.min(recent.c.at)).where(
+                recent.c.success.is_(False), recent.c.at > now - GLOBAL_WINDOW
+            )
+        ).one()
+        if count >= limit and oldest is not None:
+            raise LoginThrottled(max((oldest + GLOBAL_WINDOW - now).total_seconds(), 1.0))
+
+
+def _lock_name(session: Session, key: str) -> None:
+    """Serialise the attempts for one name until the transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        # An advisory lock on a number made from the name: it works for names that are no
+        # account as well, and locks no row anyone else reads.
+        number = int.from_bytes(hashlib.sha256(b"login:" + key.encode()).digest()[:8], "big")
+        session.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": number - (1 << 63)})
+    # SQLite: the attempt's INSERT that follows takes the single write lock, held to commit.
+
+
+def throttle_key(name: str, user: User | None) -> str:
+    """The name an attempt is counted under: the account's name, or a keyed hash of a name
+    that is no account (never the typed text, which may be a password)."""
+    if user is not None:
+        return user.name
+    digest = hmac.new(_UNKNOWN_NAME_KEY, name.encode(), hashlib.sha256).hexdigest()
+    return f"?{digest[:40]}"
+
+
+DEFAULT_THROTTLE = LoginThrottle()
 
 
 class LocalPasswordAuthenticator:
@@ -86,65 +306,46 @@ class LocalPasswordAuthenticator:
 
     method = "password"
 
-    def authenticate(self, session: Session, credentials: Mapping[str, str], now: datetime) -> User:
+    def __init__(self, throttle: LoginThrottle | None = None) -> None:
+        self.throttle = throttle or DEFAULT_THROTTLE
+
+    def authenticate(
+        self,
+        transaction: Transaction,
+        credentials: Mapping[str, str],
+        now: datetime,
+        client: str | None,
+    ) -> int:
         name = credentials.get("user_name", "").strip()
         password = credentials.get("password", "")
         if not name or not password:
             raise AuthenticationError("enter a user name and a password")
-        check_throttle(session, name, now)
-        user = find_user(session, name)
+        with transaction() as s:
+            user = find_user(s, name)
+            reservation = self.throttle.reserve(s, throttle_key(name, user), client, now)
+        # Outside any transaction: argon2 is slow on purpose, and holds no lock meanwhile.
+        # (`user` stays readable: the sessionmaker does not expire objects on commit.)
         ok = verify_password(user.password_hash if user else _dummy_hash(), password)
         ok = ok and user is not None and not user.disabled
-        session.add(LoginAttempt(user_name=name[:128], at=now, success=ok))
+        with transaction() as s:
+            self.throttle.settle(s, reservation, ok)
+            if not ok:
+                _record_failure(s, user, client)
         if not ok or user is None:
-            record_event(
-                session,
-                Actor(name=name[:128]),
-                "auth.login_failed",
-                entity_type="user",
-                entity_id=name[:128],
-            )
-            raise AuthenticationError("wrong user name or password, or the account is disabled")
-        return user
+            raise AuthenticationError(FAILED_LOGIN)
+        return user.id
 
 
-def _recent_failures(session: Session, name: str, now: datetime) -> list[datetime]:
-    """Failures since the last success within the window, newest first."""
-    rows = session.execute(
-        select(LoginAttempt.at, LoginAttempt.success)
-        .where(LoginAttempt.user_name == name, LoginAttempt.at >= now - FAILURE_WINDOW)
-        .order_by(LoginAttempt.at.desc(), LoginAttempt.id.desc())
-        .limit(LOCKOUT_FAILURES + 1)
-    ).all()
-    failures = []
-    for at, success in rows:
-        if success:
-            break
-        failures.append(at)
-    return failures
-
-
-def required_wait(failures: int) -> float:
-    """Seconds a user name must wait after `failures` consecutive failures."""
-    if failures >= LOCKOUT_FAILURES:
-        return float(LOCKOUT_SECONDS)
-    if failures < FREE_FAILURES:
-        return 0.0
-    return float(min(2 ** (failures - FREE_FAILURES), MAX_DELAY_SECONDS))
-
-
-def check_throttle(session: Session, name: str, now: datetime) -> None:
-    """Refuse (without checking the password) while this name must still wait."""
-    failures = _recent_failures(session, name, now)
-    wait = required_wait(len(failures))
-    if not failures or wait <= 0:
-        return
-    remaining = (failures[0] + timedelta(seconds=wait) - now).total_seconds()
-    if remaining > 0:
-        raise LoginThrottled(
-            f"too many failed logins for {name!r}: try again in {int(remaining) + 1} s",
-            retry_after=remaining,
-        )
+def _record_failure(session: Session, user: User | None, client: str | None) -> None:
+    if user is None:
+        # Whatever was typed as the name stays out of the audit trail: it may be a password.
+        actor, entity = Actor(name="unknown"), None
+    else:
+        actor, entity = Actor(name=user.name, user_id=user.id), user.name
+    record_event(
+        session, actor, "auth.login_failed", entity_type="user", entity_id=entity,
+        details={"client": client} if client else None,
+    )  # fmt: skip
 
 
 def _token_hash(token: str) -> str:
@@ -156,16 +357,48 @@ def login(
     authenticator: Authenticator,
     credentials: Mapping[str, str],
     *,
+    client: str | None = None,
     now: datetime | None = None,
 ) -> tuple[str, SessionUser]:
-    """Authenticate and open a session; returns the token (kept only by the browser) and user."""
+    """Authenticate and open a session, all in the caller's transaction; returns the token
+    (kept only by the browser) and the user.
+
+    For scripts and tests: a failure is kept only if the caller commits, and the name's lock is
+    held through the password check. The login page uses `log_in`.
+    """
     now = now or utcnow()
-    user = authenticator.authenticate(session, credentials, now)
+    user_id = authenticator.authenticate(lambda: nullcontext(session), credentials, now, client)
+    return _open_session(session, user_id, authenticator.method, now)
+
+
+def log_in(
+    sessions: sessionmaker[Session],
+    authenticator: Authenticator,
+    credentials: Mapping[str, str],
+    *,
+    client: str | None = None,
+    now: datetime | None = None,
+) -> tuple[str, SessionUser]:
+    """`login` in transactions of its own: the attempt is recorded (and a failure stays
+    committed, since the throttle counts it) before the password is checked, and the session
+    is opened after."""
+    now = now or utcnow()
+    user_id = authenticator.authenticate(sessions.begin, credentials, now, client)
+    with sessions.begin() as s:
+        return _open_session(s, user_id, authenticator.method, now)
+
+
+def _open_session(
+    session: Session, user_id: int, method: str, now: datetime
+) -> tuple[str, SessionUser]:
+    user = session.get(User, user_id)
+    if user is None or user.disabled:  # disabled while its password was being checked
+        raise AuthenticationError(FAILED_LOGIN)
     token = secrets.token_urlsafe(32)
     row = UserSession(
         token_hash=_token_hash(token),
         user_id=user.id,
-        method=authenticator.method,
+        method=method,
         created_at=now,
         last_seen_at=now,
         expires_at=now + timedelta(seconds=SESSION_IDLE_SECONDS),
@@ -176,32 +409,9 @@ def login(
     actor = Actor.for_user(user.name, user.id, user.role)
     record_event(
         session, actor, "auth.login", entity_type="user", entity_id=user.name,
-        details={"method": authenticator.method},
+        details={"method": method},
     )  # fmt: skip
     return token, _session_user(row, user)
-
-
-def log_in(
-    sessions: sessionmaker[Session],
-    authenticator: Authenticator,
-    credentials: Mapping[str, str],
-    *,
-    now: datetime | None = None,
-) -> tuple[str, SessionUser]:
-    """`login` in a transaction of its own that keeps a failed attempt when it raises.
-
-    Why: the throttle counts failures, so a failure must be committed, not rolled back with
-    the rest of the request.
-    """
-    failure: AuthenticationError | None = None
-    with sessions.begin() as s:
-        try:
-            return login(s, authenticator, credentials, now=now)
-        except LoginThrottled:
-            raise
-        except AuthenticationError as exc:
-            failure = exc
-    raise failure
 
 
 def _session_user(row: UserSession, user: User) -> SessionUser:
@@ -220,7 +430,8 @@ def resolve_session(
 ) -> SessionUser | None:
     """The user of a live session, sliding its idle expiry; None when it ended for any reason.
 
-    Checked on every page run, so a logout, an expiry or a disabled account takes effect at once.
+    Checked on every page run, so a logout, an expiry or a disabled account takes effect at once;
+    an action checks again with `require_session`.
     """
     if not token:
         return None
@@ -258,14 +469,39 @@ def logout(session: Session, token: str, *, now: datetime | None = None) -> bool
     return True
 
 
-def count_reviewed_in_session(session: Session, session_id: int) -> int:
-    """Add one to the session's exposure counter; returns the new count."""
-    session.execute(
+def require_session(
+    session: Session, token: str | None, *, now: datetime | None = None
+) -> SessionUser:
+    """The user of a live session, checked in the transaction of the action done for it.
+
+    Why every action: Streamlit runs a click's callback before the page checks the session
+    again, with what the previous run knew; so the callback resolves the token itself and a
+    session revoked, expired or disabled meanwhile cannot act even once.
+    """
+    me = resolve_session(session, token, now=now)
+    if me is None:
+        raise SessionEnded()
+    return me
+
+
+def count_reviewed_in_session(
+    session: Session, session_id: int, *, now: datetime | None = None
+) -> int:
+    """Add one to the session's exposure counter; returns the new count. A session that has
+    ended counts nothing: SessionEnded, and the submission it belongs to rolls back."""
+    now = now or utcnow()
+    counted = session.execute(
         update(UserSession)
-        .where(UserSession.id == session_id)
+        .where(
+            UserSession.id == session_id,
+            UserSession.revoked_at.is_(None),
+            UserSession.expires_at > now,
+        )
         .values(items_reviewed=UserSession.items_reviewed + 1)
         .execution_options(synchronize_session=False)
     )
+    if not counted.rowcount:
+        raise SessionEnded()
     return (
         session.scalar(select(UserSession.items_reviewed).where(UserSession.id == session_id)) or 0
     )

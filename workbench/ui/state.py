@@ -1,7 +1,8 @@
 """What every page shares: the database, the logged-in user, the chosen project.
 
 The login token lives only in this browser session's state; every page run resolves it on the
-server again, so a logout, an expiry or a disabled account takes effect at the next click.
+server again, and every action (`acting`) once more inside its own transaction, so a logout, an
+expiry or a disabled account takes effect at the next click, callbacks included.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from workbench.db.database import Database, open_database
 from workbench.db.models import Project
 from workbench.errors import WorkbenchError
-from workbench.services.auth import SessionUser, resolve_session
+from workbench.services.auth import SessionUser, require_session, resolve_session
 from workbench.services.projects import get_project, project_names
 
 TOKEN = "auth_token"
@@ -32,6 +33,18 @@ def tx() -> Iterator[Session]:
     """One transaction per action: committed when the block ends, rolled back on error."""
     with database().sessions.begin() as s:
         yield s
+
+
+@contextmanager
+def acting() -> Iterator[tuple[Session, SessionUser]]:
+    """One transaction for one action of the logged-in user, who is resolved from the token
+    again inside it (SessionEnded if the session is over).
+
+    Why not the page's user: Streamlit runs a callback (on_click, on_change) before the page
+    script, so a `SessionUser` handed to it as an argument is the previous run's, unchecked.
+    """
+    with tx() as s:
+        yield s, require_session(s, st.session_state.get(TOKEN))
 
 
 def current_user() -> SessionUser | None:

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import secrets
+
 import streamlit as st
 
-from workbench.services.auth import AuthenticationError, LocalPasswordAuthenticator, log_in
+from workbench.services.auth import (
+    AuthenticationError,
+    LocalPasswordAuthenticator,
+    client_key,
+    log_in,
+)
 from workbench.ui.state import TOKEN, database
+
+
+def _client() -> str:
+    """Who the throttle counts this try for: the TCP peer's address (Streamlit gives none for
+    a local connection), else this browser session."""
+    browser = st.session_state.setdefault("login_client", secrets.token_hex(8))
+    return client_key(st.context.ip_address, browser)
 
 
 def render() -> None:
@@ -21,6 +35,7 @@ def render() -> None:
             database().sessions,
             LocalPasswordAuthenticator(),
             {"user_name": name, "password": password},
+            client=_client(),
         )
     except AuthenticationError as exc:
         st.error(exc.message)

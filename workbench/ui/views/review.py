@@ -15,7 +15,7 @@ from workbench.services.review import wellbeing
 from workbench.services.review.flow import ReviewForm, ReviewItem
 from workbench.services.review.media_view import display_image
 from workbench.ui import shortcuts
-from workbench.ui.state import database, load_project, show_error, tx
+from workbench.ui.state import acting, database, load_project, show_error, tx
 
 DECISIONS = [Decision.violating.value, Decision.not_violating.value, Decision.unsure.value]
 DECISION_LABELS = {
@@ -98,21 +98,23 @@ def _init_widgets(form: str, item: ReviewItem) -> None:
     ss[_k(form, "init")] = True
 
 
-def _save(me: SessionUser, project_name: str, item: ReviewItem, media: bool) -> None:
+# The callbacks below run before the page script: each resolves the session again (`acting`)
+# rather than take the previous run's user, so a revoked session cannot act even once.
+def _save(project_name: str, item: ReviewItem, media: bool) -> None:
     codes = [p.code for p in item.policies]
     try:
         form = _form(item.idempotency_key, codes, media, strict=False)
-        with tx() as s:
+        with acting() as (s, me):
             review.save_draft(s, load_project(s, project_name), me.actor, item.item_id, form)
     except WorkbenchError as exc:
         st.session_state["review_error"] = exc
 
 
-def _submit(me: SessionUser, project_name: str, item: ReviewItem, media: bool) -> None:
+def _submit(project_name: str, item: ReviewItem, media: bool) -> None:
     codes = [p.code for p in item.policies]
     try:
         form = _form(item.idempotency_key, codes, media, strict=True)
-        with tx() as s:
+        with acting() as (s, me):
             project = load_project(s, project_name)
             if item.supersedes_label_id is not None:
                 result = review.submit_correction(
@@ -127,14 +129,14 @@ def _submit(me: SessionUser, project_name: str, item: ReviewItem, media: bool) -
         st.session_state.pop("review_error", None)
     except WorkbenchError as exc:
         # Keep the draft (with the half-finished spans too) so nothing typed is lost.
-        _save(me, project_name, item, media)
+        _save(project_name, item, media)
         st.session_state["review_error"] = exc
 
 
-def _skip(me: SessionUser, project_name: str, item: ReviewItem) -> None:
+def _skip(project_name: str, item: ReviewItem) -> None:
     reason = st.session_state.get(_k(item.idempotency_key, "skip_reason")) or ""
     try:
-        with tx() as s:
+        with acting() as (s, me):
             project = load_project(s, project_name)
             if item.supersedes_label_id is not None:
                 review.cancel_correction(s, project, me.actor)
@@ -146,18 +148,21 @@ def _skip(me: SessionUser, project_name: str, item: ReviewItem) -> None:
         st.session_state["review_error"] = exc
 
 
-def _undo(me: SessionUser, project_name: str) -> None:
+def _undo(project_name: str) -> None:
     try:
-        with tx() as s:
+        with acting() as (s, me):
             review.undo_last(s, load_project(s, project_name), me.actor)
         st.session_state.pop("review_error", None)
     except WorkbenchError as exc:
         st.session_state["review_error"] = exc
 
 
-def _flag(me: SessionUser, project_name: str, item_id: int) -> None:
-    with tx() as s:
-        wellbeing.flag_affected(s, load_project(s, project_name), me.actor, item_id)
+def _flag(project_name: str, item_id: int) -> None:
+    try:
+        with acting() as (s, me):
+            wellbeing.flag_affected(s, load_project(s, project_name), me.actor, item_id)
+    except WorkbenchError as exc:
+        st.session_state["review_error"] = exc
 
 
 def _show_content(item: ReviewItem, protection: wellbeing.WellbeingSettings) -> None:
@@ -226,7 +231,7 @@ def render(me: SessionUser, project_name: str) -> None:
 
     if item is None:
         st.success("Nothing left to review in this project right now.")
-        st.button(UNDO, on_click=_undo, args=(me, project_name))
+        st.button(UNDO, on_click=_undo, args=(project_name,))
         st.button("Check again")
         shortcuts.install({"u": "(u)"}, SUBMIT)
         return
@@ -234,7 +239,7 @@ def render(me: SessionUser, project_name: str) -> None:
     form = item.idempotency_key
     media = bool({"audio", "video"} & set(item.modalities))
     _init_widgets(form, item)
-    save = (me, project_name, item, media)
+    save = (project_name, item, media)
 
     left, right = st.columns([3, 2])
     with left:
@@ -245,7 +250,7 @@ def render(me: SessionUser, project_name: str) -> None:
         if item.flagged_affected:
             st.caption("You marked this item as affecting you.")
         else:
-            st.button("This affected me", on_click=_flag, args=(me, project_name, item.item_id))
+            st.button("This affected me", on_click=_flag, args=(project_name, item.item_id))
 
     with right:
         st.radio(
@@ -285,9 +290,9 @@ def render(me: SessionUser, project_name: str) -> None:
         st.text_input("Skip reason", key=_k(form, "skip_reason"))
         st.button(
             "Cancel correction" if item.supersedes_label_id else "Skip",
-            on_click=_skip, args=(me, project_name, item), key=_k(form, "skip"),
+            on_click=_skip, args=(project_name, item), key=_k(form, "skip"),
         )  # fmt: skip
-        st.button(UNDO, on_click=_undo, args=(me, project_name), key=_k(form, "undo"))
+        st.button(UNDO, on_click=_undo, args=(project_name,), key=_k(form, "undo"))
         key_map["u"] = "(u)"
         key_map["r"] = "@rationale"
         shortcuts.install(key_map, SUBMIT)
