@@ -85,6 +85,16 @@ def test_embed_is_incremental(db) -> None:
     fourth = embed_project(db, "p", Actor.system(), encoder_lookup=lookup(HashEncoder("2")))
     assert fourth.spaces["text"].embedded == len(TEXTS)
     assert counts(db, "text") == {"ok": len(TEXTS)}
+    assert third.spaces["text"].up_to_date == len(TEXTS) - 1
+    # New items are embedded and the old vectors all count as up to date (they were once
+    # reported short by the number of new items).
+    with db.sessions.begin() as s:
+        make_items(
+            s, get_project(s, "p"), ["a brand new item", "and another new one"], prefix="new"
+        )
+    fifth = embed_project(db, "p", Actor.system(), encoder_lookup=lookup(HashEncoder("2")))
+    assert fifth.spaces["text"].embedded == 2
+    assert fifth.spaces["text"].up_to_date == len(TEXTS)
 
 
 def test_embed_resumes_after_a_crash_without_duplicates_or_losses(db) -> None:

@@ -180,15 +180,22 @@ def embed_modality(
         project = get_project(s, project_name)
         space = get_or_create_space(s, project, modality, encoder.id, encoder.version, encoder.dim)
         todo = list(s.scalars(_todo_query(project, space, modality, retry_failed)))
-        total = (
-            s.scalar(
-                select(func.count()).select_from(Embedding).where(Embedding.space_id == space.id)
+        # Vectors this run keeps: the space's rows, less those of items it re-embeds (a new
+        # item has no row yet, so it must not be subtracted).
+        kept = (
+            select(func.count())
+            .select_from(Embedding)
+            .where(
+                Embedding.space_id == space.id,
+                Embedding.item_id.not_in(
+                    _todo_query(project, space, modality, retry_failed).order_by(None)
+                ),
             )
-            or 0
         )
+        up_to_date = s.scalar(kept) or 0
         space_id, project_id = space.id, project.id
     rep = report.spaces.setdefault(modality, SpaceReport(encoder.id, encoder.version))
-    rep.up_to_date = max(0, total - len(todo))
+    rep.up_to_date = up_to_date
     store = SegmentStore(space_folder(settings, project_id, space_id))
     bar = progress(total=len(todo), desc=f"embed {modality}")
     try:
