@@ -115,6 +115,27 @@ def test_malformed_database_url_fails_without_showing_the_password(
         assert "cr3t" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    ("make_url_for", "why"),
+    [
+        (lambda tmp: "mysql://wb:cr3t@127.0.0.1/db", "'mysql' is not supported"),
+        (lambda tmp: "postgresql://wb:cr3t@127.0.0.1:1/db", "Connection refused"),
+        (lambda tmp: f"sqlite:///{tmp / 'not-a-database.db'}", "file is not a database"),
+    ],
+    ids=["unsupported", "server-down", "not-a-database"],
+)
+def test_unusable_database_is_a_clear_error_naming_it_not_an_internal_one(
+    cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_url_for, why: str
+) -> None:
+    (tmp_path / "not-a-database.db").write_text("these bytes are not SQLite")
+    monkeypatch.setenv("WORKBENCH_DATABASE_URL", make_url_for(tmp_path))
+    result = cli("project", "list")
+    assert result.exit_code == 1
+    assert "WORKBENCH_DATABASE_URL" in result.stderr and why in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert "cr3t" not in result.stdout + result.stderr
+
+
 # A password with everything a URL must escape, and a `%` that ConfigParser would interpolate.
 PASSWORD = "p%40ss@w%rd:/x"
 

@@ -77,9 +77,17 @@ def _private_sqlite_file(path: Path) -> None:
             continue
 
 
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 30_000, **kwargs: Any) -> Engine:
     url = normalise_url(url)
     u = make_url(url)
+    if u.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise WorkbenchError(
+            f"WORKBENCH_DATABASE_URL: the database {u.get_backend_name()!r} is not supported; "
+            "use sqlite:///PATH (the default) or postgresql+psycopg://USER@HOST/DB"
+        )
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
             _private_sqlite_file(Path(u.database))
