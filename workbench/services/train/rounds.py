@@ -170,13 +170,13 @@ def reclaim_stale_rounds(
     cutoff = now - policy.stale_after
     # A round claimed before heartbeats existed has none: its start is its last sign of life.
     last_sign = func.coalesce(TrainingRound.heartbeat_at, TrainingRound.started_at)
-    q = select(TrainingRound.id, TrainingRound.attempts).where(
+    q = select(TrainingRound.id, TrainingRound.attempts, TrainingRound.worker).where(
         TrainingRound.status == RoundStatus.running, last_sign < cutoff
     )
     if project_id is not None:
         q = q.where(TrainingRound.project_id == project_id)
     reclaimed = []
-    for round_id, attempts in session.execute(q.order_by(TrainingRound.id)).all():
+    for round_id, attempts, worker in session.execute(q.order_by(TrainingRound.id)).all():
         give_up = attempts >= policy.max_attempts
         error = (
             f"the worker stopped sending heartbeats {attempts} times (attempt limit "
@@ -206,9 +206,14 @@ def reclaim_stale_rounds(
         outcome = "giving up" if give_up else "queued again"
         rnd.log = (rnd.log or "") + (
             f"[{now.strftime('%H:%M:%S')}] attempt {attempts} failed: worker "
-            f"{rnd.worker or '?'} stopped sending heartbeats (last at {seen}); {outcome}\n"
+            f"{worker or '?'} stopped sending heartbeats (last at {seen}); {outcome}\n"
         )
-        details = {"attempt": attempts, "last_heartbeat": seen, "outcome": outcome}
+        details = {
+            "attempt": attempts,
+            "worker": worker,
+            "last_heartbeat": seen,
+            "outcome": outcome,
+        }
         record_event(
             session,
             Actor.system(),
