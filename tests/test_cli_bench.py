@@ -106,6 +106,22 @@ def test_bench_agreement_names_a_missing_vote_column(cli: CLI, tmp_path: Path) -
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("rows", "args", "why"),
+    [
+        (3, [], "3 texts; the mixture needs at least 64"),
+        (100, ["--text-column", "nope"], "columns expected but not found: ['nope']"),
+    ],
+)
+def test_bench_knn_names_data_it_cannot_use(
+    cli: CLI, tmp_path: Path, rows: int, args: list[str], why: str
+) -> None:
+    data = tmp_path / "texts.csv"
+    data.write_text("tweet\n" + "".join(f"text {n}\n" for n in range(rows)))
+    out = cli.json("bench", "knn", "--data", str(data), "--size", "1000", *args, expect=1)
+    assert out["error"] == f"{data}: {why}"
+
+
 def test_bench_agreement_scale_times_synthetic_labels(cli: CLI, benchmarks: Path) -> None:
     out = cli.json("bench", "agreement-scale", "--labels", "1000", "--reviewers", "10")
     assert (out["n_labels"], out["n_reviewers"]) == (1000, 10)

@@ -69,7 +69,13 @@ def run_knn_benchmark(
 ) -> dict[str, Any]:
     if not data.is_file():  # else pandas' FileNotFoundError reads as an internal error
         raise WorkbenchError(f"{data}: no such file")
-    frame = pd.read_csv(data, usecols=[text_column])
+    try:
+        frame = pd.read_csv(data, usecols=[text_column])
+    except ValueError as exc:  # pandas names the missing column
+        raise WorkbenchError(f"{data}: {exc}") from None
+    if len(frame) < 64:
+        # The Gaussian mixture has 64 components, each fitted on at least one text.
+        raise WorkbenchError(f"{data}: {len(frame)} texts; the mixture needs at least 64")
     texts = (
         frame[text_column]
         .astype(str)
