@@ -678,8 +678,8 @@ TRICKY_RATIONALES = [
 
 @pytest.fixture
 def fresh_database(database_url: str, tmp_path: Path) -> Iterator[Database]:
-    """A second, empty database on the same backend: idempotency keys are unique database-wide,
-    so an export is re-imported where those keys do not exist yet."""
+    """A second, empty database on the same backend: an export is re-imported where no label
+    exists yet (another installation restoring the file)."""
     from workbench.db.engine import make_engine
     from workbench.db.migrate import upgrade
 

@@ -207,6 +207,9 @@ class Label(Base):
         Index("ix_labels_project_item", "project_id", "item_id"),
         Index("ix_labels_reviewer", "reviewer_id"),
         CheckConstraint("severity IS NULL OR (severity >= 1 AND severity <= 4)", name="severity"),
+        # Per project, not per database: the keys the workbench makes (`lease:7`) count rows of
+        # one installation, and another project's (or installation's) label may carry the same.
+        UniqueConstraint("project_id", "idempotency_key"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -224,7 +227,7 @@ class Label(Base):
     time_spent_ms: Mapped[int | None] = mapped_column(Integer)
     source: Mapped[LabelSource] = mapped_column(_enum(LabelSource, "label_source"))
     # A double click, a reconnect or a re-import with the same key never makes a second label.
-    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200))
     # Unique: a label is corrected at most once; the chain of corrections stays linear.
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

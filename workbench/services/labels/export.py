@@ -1,7 +1,8 @@
 """Labels out to files: the one record shape of a label, written as JSONL, CSV or Parquet.
 
 Export writes every field, and importing an export (labels/import_.py) gives back the same labels
-byte for byte.
+byte for byte. A CSV is opened in spreadsheets, so its cells are guarded against running as
+formulas (`guard_formula`), a guard the import undoes.
 """
 
 from __future__ import annotations
@@ -142,6 +143,28 @@ def iso_time(value: datetime) -> str:
     return value.isoformat()
 
 
+# A cell starting with one of these runs as a formula in Excel, LibreOffice or Google Sheets
+# (OWASP, "CSV Injection"): `=HYPERLINK(...)` in a rationale would be a link an auditor clicks.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def guard_formula(cell: str) -> str:
+    """`cell` as a spreadsheet shows it as text: a `'` before a formula's first character.
+
+    Also before a cell that already starts with quotes and then such a character, so that
+    `unguard_formula` can take exactly one quote off every guarded cell and nothing else:
+    `=1` -> `'=1`, `'=1` -> `''=1`, `'plain` stays.
+    """
+    return "'" + cell if cell.lstrip("'").startswith(FORMULA_START) else cell
+
+
+def unguard_formula(cell: str) -> str:
+    """The cell `guard_formula` was given (a CSV import undoes the export's guard)."""
+    if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_START):
+        return cell[1:]
+    return cell
+
+
 def _csv_cell(name: str, value: Any) -> str:
     if value is None:
         return ""
@@ -212,7 +235,7 @@ def write_label_records(records: Iterable[dict[str, Any]], fmt: Format, sink: Bi
             writer = csv.writer(text)
             writer.writerow(EXPORT_COLUMNS)
             for rec in records:
-                writer.writerow([_csv_cell(c, rec[c]) for c in EXPORT_COLUMNS])
+                writer.writerow([guard_formula(_csv_cell(c, rec[c])) for c in EXPORT_COLUMNS])
                 n += 1
             text.flush()
         finally:

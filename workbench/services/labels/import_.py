@@ -1,7 +1,11 @@
 """Labels in from files: parse each row of a JSONL, CSV or Parquet label file, check it by the
 rules every label follows (labels/validate.py), and write the file in one transaction.
 
-Every row carries (or is given) an idempotency key, so re-importing a file adds nothing.
+Every row carries (or is given) an idempotency key, so re-importing a file adds nothing. Keys
+are unique per project; a key in the workbench's own formats (`lease:7`: see
+`record.RESERVED_KEY_PREFIXES`) names a row of the installation that wrote it, so unless it is
+this project's own label coming back, it is stored under the prefix `import:` (`import:lease:7`).
+CSV cells the export guarded against spreadsheet formulas (`'=...`) lose that guard here.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from workbench.services.ingest.tabular import (
     write_rejects,
 )
 from workbench.services.labels.current import superseded
-from workbench.services.labels.export import EXPORT_COLUMNS, iso_time
-from workbench.services.labels.record import label_values
+from workbench.services.labels.export import EXPORT_COLUMNS, iso_time, unguard_formula
+from workbench.services.labels.record import RESERVED_KEY_PREFIXES, label_values
 from workbench.services.labels.validate import (
     IN_LIST_SIZE,
     ItemFacts,
@@ -47,6 +51,17 @@ from workbench.services.taxonomy import list_policy_versions
 from workbench.services.users import validate_user_name
 
 REQUIRED_COLUMNS = ("external_id", "reviewer", "decision")
+IMPORTED_KEY_PREFIX = "import:"  # before a reserved key from elsewhere; also of import_key
+MAX_KEY = 200  # labels.idempotency_key
+
+
+def is_reserved_key(key: str) -> bool:
+    return key.startswith(RESERVED_KEY_PREFIXES)
+
+
+def namespaced_key(key: str) -> str:
+    """Where a reserved key from another installation (or project) is stored."""
+    return IMPORTED_KEY_PREFIX + key
 
 
 @dataclass
@@ -109,7 +124,7 @@ def import_key(project: str, external_id: str, reviewer: str, data: LabelInput) 
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    return "import:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return IMPORTED_KEY_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _blank(value: Any) -> bool:
@@ -277,12 +292,11 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 @dataclass
 class _Known:
-    """A label the import can refer to: already in the database, or accepted from the file."""
+    """A label the import can refer to: already in the project, or accepted from the file."""
 
     item_id: int
     reviewer: str
     created_at: datetime
-    project_id: int
     label_id: int | None = None  # for labels of the database
     line: int | None = None  # the file line, for rows of the file
 
@@ -326,6 +340,8 @@ def import_labels(
         if isinstance(rec, Problem):
             problems.append(located(rec, rec.line))
             continue
+        if fmt == "csv":
+            rec = Record(rec.line, {k: unguard_formula(v) for k, v in rec.data.items()}, fmt)
         try:
             rows.append(_parse_row(rec, project.name))
         except _RowError as err:
@@ -339,19 +355,22 @@ def import_labels(
     if not versions:
         raise WorkbenchError(f"project {project.name!r} has no policy taxonomy")
     current = max(versions)
-    known = _load_known(session, rows)
+    known = _load_known(session, project, rows)
 
     accepted: list[_Row] = []
     taken: set[str] = set()  # keys of labels already corrected (in the database or the file)
-    taken.update(_superseded_keys(session, [k for k, v in known.items() if v.label_id is not None]))
+    stored = [k for k, v in known.items() if v.label_id is not None]
+    taken.update(_superseded_keys(session, project, stored))
+    renamed: dict[str, str] = {}  # reserved keys of the file -> where this import stores them
     for row in rows:
-        key = row.data.idempotency_key
         item = facts.get(row.external_id)
+        key_problem = _resolve_keys(row, item, known, renamed)
+        key = row.data.idempotency_key
         seen = known.get(key)
         if (
-            item is not None
+            key_problem is None
+            and item is not None
             and seen is not None
-            and seen.project_id == project.id
             and seen.item_id == item.id
             and seen.reviewer == row.reviewer
         ):
@@ -359,7 +378,7 @@ def import_labels(
             # again, so an old file still re-imports after the taxonomy moved on.
             result.unchanged += 1
             continue
-        row_problems: list[Problem] = []
+        row_problems: list[Problem] = [] if key_problem is None else [key_problem]
         if item is None:
             row_problems.append(
                 Problem(
@@ -390,7 +409,7 @@ def import_labels(
         created_at = row.data.created_at or now
         if row.data.supersedes is not None and item is not None:
             target = known.get(row.data.supersedes)
-            if target is None or target.project_id != project.id:
+            if target is None:
                 reason: str | None = (
                     "no label with that idempotency key in the project or earlier in the file"
                 )
@@ -410,11 +429,7 @@ def import_labels(
         assert item is not None
         accepted.append(row)
         known[key] = _Known(
-            item_id=item.id,
-            reviewer=row.reviewer,
-            created_at=created_at,
-            project_id=project.id,
-            line=row.line,
+            item_id=item.id, reviewer=row.reviewer, created_at=created_at, line=row.line
         )
         if row.data.supersedes is not None:
             taken.add(row.data.supersedes)
@@ -448,49 +463,74 @@ def import_labels(
             "unchanged": result.unchanged,
             "rejected": result.rejected,
             "users_created": result.users_created,
+            "keys_namespaced": len(renamed),
         },
     )
     return result
 
 
-def _load_known(session: Session, rows: list[_Row]) -> dict[str, _Known]:
-    keys = sorted(
-        {r.data.idempotency_key for r in rows}
-        | {r.data.supersedes for r in rows if r.data.supersedes}
-    )
+def _resolve_keys(
+    row: _Row, item: ItemFacts | None, known: dict[str, _Known], renamed: dict[str, str]
+) -> Problem | None:
+    """Give the row the keys it is stored and looked up under: a reserved key stays as it is
+    only for this project's own label coming back (same item, reviewer and time: an export
+    of this project), and is namespaced otherwise; a `supersedes` follows the row it names.
+    Returns the problem of a key that is too long once namespaced."""
+    key, target = row.data.idempotency_key, row.data.supersedes
+    update: dict[str, str] = {}
+    if is_reserved_key(key):
+        own = known.get(key)
+        if not (
+            own is not None
+            and own.label_id is not None
+            and item is not None
+            and own.item_id == item.id
+            and own.reviewer == row.reviewer
+            and own.created_at == row.data.created_at
+        ):
+            update["idempotency_key"] = renamed[key] = namespaced_key(key)
+    if target is not None and target in renamed:
+        update["supersedes"] = renamed[target]
+    if update:
+        row.data = row.data.model_copy(update=update)
+    if len(row.data.idempotency_key) > MAX_KEY:
+        return Problem(
+            field="idempotency_key",
+            reason=f"a key starting with {key.split(':')[0]}: is one of the workbench's own; "
+            f"from a file it is stored as {IMPORTED_KEY_PREFIX}{key.split(':')[0]}:..., which "
+            f"would be over {MAX_KEY} characters",
+        )
+    return None
+
+
+def _load_known(session: Session, project: Project, rows: list[_Row]) -> dict[str, _Known]:
+    """The project's labels the rows may name, by key: each key as written in the file and,
+    for reserved keys, as this import would store it."""
+    named = {r.data.idempotency_key for r in rows} | {
+        r.data.supersedes for r in rows if r.data.supersedes
+    }
+    keys = sorted(named | {namespaced_key(k) for k in named if is_reserved_key(k)})
     known: dict[str, _Known] = {}
     for chunk in _chunks(keys):
         stmt = (
-            select(
-                Label.idempotency_key,
-                Label.id,
-                Label.item_id,
-                Label.project_id,
-                Label.created_at,
-                User.name,
-            )
+            select(Label.idempotency_key, Label.id, Label.item_id, Label.created_at, User.name)
             .join(User, User.id == Label.reviewer_id)
-            .where(Label.idempotency_key.in_(chunk))
+            .where(Label.project_id == project.id, Label.idempotency_key.in_(chunk))
         )
-        for key, label_id, item_id, project_id, created_at, reviewer in session.execute(stmt):
+        for key, label_id, item_id, created_at, reviewer in session.execute(stmt):
             known[key] = _Known(
-                item_id=item_id,
-                reviewer=reviewer,
-                created_at=created_at,
-                project_id=project_id,
-                label_id=label_id,
+                item_id=item_id, reviewer=reviewer, created_at=created_at, label_id=label_id
             )
     return known
 
 
-def _superseded_keys(session: Session, keys: list[str]) -> set[str]:
+def _superseded_keys(session: Session, project: Project, keys: list[str]) -> set[str]:
     out: set[str] = set()
     for chunk in _chunks(keys):
-        out.update(
-            session.scalars(
-                select(Label.idempotency_key).where(Label.idempotency_key.in_(chunk), superseded())
-            )
+        stmt = select(Label.idempotency_key).where(
+            Label.project_id == project.id, Label.idempotency_key.in_(chunk), superseded()
         )
+        out.update(session.scalars(stmt))
     return out
 
 

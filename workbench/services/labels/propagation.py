@@ -29,6 +29,16 @@ def propagation_key(source_label_id: int, item_id: int) -> str:
     return f"propagated:{source_label_id}:{item_id}"
 
 
+def propagation_source_id(key: str) -> int | None:
+    """The id of the label a copy was propagated from, read from its `propagation_key`; None for
+    a propagated label made elsewhere (imported: its key is not this installation's)."""
+    prefix, _, rest = key.partition(":")
+    source, _, item = rest.partition(":")
+    if prefix != "propagated" or not source.isdigit() or not item.isdigit():
+        return None
+    return int(source)
+
+
 def group_root(item: Item) -> int:
     return item.near_duplicate_of_id or item.duplicate_of_id or item.id
 
@@ -140,20 +150,27 @@ def propagate_label(
 
 
 def propagated_training_labels(session: Session, project: Project) -> dict[int, tuple[Label, int]]:
-    """Item -> (its current propagated label, the item that label was copied from)."""
+    """Item -> (its current propagated label, the item that label was copied from; the item
+    itself for an imported copy, whose source is not a label of this installation)."""
     copies = session.scalars(current_labels_query(project, sources=[LabelSource.propagated])).all()
     # The key names the source label (propagation_key); one query finds their items.
-    source_ids = {lab.id: int(lab.idempotency_key.split(":")[1]) for lab in copies}
+    source_ids = {lab.id: propagation_source_id(lab.idempotency_key) for lab in copies}
+    wanted = {i for i in source_ids.values() if i is not None}
     source_items = dict(
         session.execute(
-            select(Label.id, Label.item_id).where(Label.id.in_(set(source_ids.values())))
+            select(Label.id, Label.item_id).where(
+                Label.project_id == project.id, Label.id.in_(wanted)
+            )
         ).all()
     )
-    return {
-        lab.item_id: (lab, source_items[source_ids[lab.id]])
-        for lab in copies
-        if source_ids[lab.id] in source_items
-    }
+    out: dict[int, tuple[Label, int]] = {}
+    for lab in copies:
+        source = source_ids[lab.id]
+        if source is None:
+            out[lab.item_id] = (lab, lab.item_id)
+        elif source in source_items:
+            out[lab.item_id] = (lab, source_items[source])
+    return out
 
 
 def propagate_project(session: Session, project: Project, actor: Actor) -> PropagationReport:

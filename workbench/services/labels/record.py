@@ -3,7 +3,8 @@ propagation) or many at once (`check_labels` + `insert_labels`: the batched queu
 same rules and with the same `label.recorded` audit event per label.
 
 Labels are append-only: a correction is a new label that supersedes the old one, and every
-submission carries an idempotency key, so a retry never makes a second label.
+submission carries an idempotency key (unique in its project), so a retry never makes a second
+label, and a key already held by another item's or reviewer's label is an error naming it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ K = TypeVar("K")  # the caller's handle of each label of a batch (the queue: a l
 
 RECORDED = "label.recorded"  # the audit action of every recorded label, one or batched
 
+# The key formats the workbench makes itself, each from a row id of this installation:
+# queue/lease.py `lease_key`, review/flow.py `correction_key`, labels/propagation.py
+# `propagation_key`. A label file cannot bring keys of these shapes as they are: the import
+# stores them under its own prefix (labels/import_.py), or `lease:7` from elsewhere would
+# answer this installation's lease 7.
+RESERVED_KEY_PREFIXES = ("lease:", "correct:", "propagated:")
+
 # Core tables: the batched path builds no ORM objects.
 _labels = cast(Table, Label.__table__)
 _audit_events = cast(Table, AuditEvent.__table__)
@@ -45,8 +53,19 @@ _audit_events = cast(Table, AuditEvent.__table__)
 # Rules of recording, for one label and for a batch
 
 
-def find_label(session: Session, idempotency_key: str) -> Label | None:
-    return session.scalar(select(Label).where(Label.idempotency_key == idempotency_key))
+def find_label(session: Session, project_id: int, idempotency_key: str) -> Label | None:
+    """The project's label with this key. Keys are unique per project only: the ones the
+    workbench makes (`lease:7`) name rows of one installation."""
+    mine = Label.project_id == project_id
+    return session.scalar(select(Label).where(mine, Label.idempotency_key == idempotency_key))
+
+
+def require_same_submission(existing: Label, item_id: int, reviewer_id: int) -> Label:
+    """`existing` (found by a new label's key) if it is the same item's label by the same
+    reviewer, i.e. a retry of that submission; an error naming the key otherwise."""
+    if existing.item_id == item_id and existing.reviewer_id == reviewer_id:
+        return existing
+    raise _same_key_elsewhere(existing)
 
 
 def require_may_record(actor: Actor, reviewer: User, source: LabelSource) -> None:
@@ -100,9 +119,9 @@ def recorded_details(
     }
 
 
-def _same_key_elsewhere(existing: Label, key: str) -> WorkbenchError:
+def _same_key_elsewhere(existing: Label) -> WorkbenchError:
     return WorkbenchError(
-        f"idempotency key {key!r} already belongs to another label "
+        f"idempotency key {existing.idempotency_key!r} already belongs to another label "
         f"(item {existing.item.external_id!r}, reviewer {existing.reviewer.name!r}); "
         "a key names exactly one submission",
         [Problem(field="idempotency_key", reason="already used by a different label")],
@@ -146,11 +165,9 @@ def record_label(
             f"item {item.external_id!r} belongs to another project, not {project.name!r}"
         )
 
-    existing = find_label(session, data.idempotency_key)
+    existing = find_label(session, project.id, data.idempotency_key)
     if existing is not None:
-        if existing.item_id == item.id and existing.reviewer_id == reviewer.id:
-            return existing, False
-        raise _same_key_elsewhere(existing, data.idempotency_key)
+        return require_same_submission(existing, item.id, reviewer.id), False
 
     rules = policy_rules(session, project, data.policy_version)
     duration = media_durations(session, [item.id]).get(item.id)
@@ -159,7 +176,7 @@ def record_label(
 
     target: Label | None = None
     if data.supersedes is not None:
-        target = find_label(session, data.supersedes)
+        target = find_label(session, project.id, data.supersedes)
         reason = _supersede_problem(target, item.id, created_at)
         if reason is None and target is not None and is_superseded(session, target):
             reason = "that label was already corrected; supersede its latest correction instead"
@@ -183,11 +200,11 @@ def record_label(
     except IntegrityError:
         # A concurrent submission won the race: the same key (a retry in another tab), or
         # another correction of the same label (supersedes_id is UNIQUE).
-        again = find_label(session, data.idempotency_key)
+        again = find_label(session, project.id, data.idempotency_key)
         if again is not None:
             if again.item_id == item.id and again.reviewer_id == reviewer.id:
                 return again, False
-            raise _same_key_elsewhere(again, data.idempotency_key) from None
+            raise _same_key_elsewhere(again) from None
         if target is not None:
             raise WorkbenchError(
                 f"label {data.supersedes!r} was corrected by another label at the same time; "
@@ -293,33 +310,30 @@ def insert_labels(
     """Insert checked labels and their `label.recorded` audit events, one statement each;
     returns the new label ids by the caller's key.
 
-    ON CONFLICT DO NOTHING on the idempotency key: a label whose key was stored meanwhile (a
-    racing retry through another path) is left out of the result and gets no audit event; the
-    caller decides whether that is an error.
+    ON CONFLICT DO NOTHING on the project's idempotency key: a label whose key was stored
+    meanwhile (a racing retry through another path) is left out of the result and gets no audit
+    event; the caller decides whether that is an error.
     """
     if not checked:
         return {}
     handles = list(checked)
+    unique_key = [_labels.c.project_id, _labels.c.idempotency_key]
     if session.get_bind().dialect.name == "postgresql":
-        stmt = postgresql.insert(_labels).on_conflict_do_nothing(
-            index_elements=[_labels.c.idempotency_key]
-        )
+        stmt = postgresql.insert(_labels).on_conflict_do_nothing(index_elements=unique_key)
     else:
-        stmt = sqlite.insert(_labels).on_conflict_do_nothing(
-            index_elements=[_labels.c.idempotency_key]
-        )
+        stmt = sqlite.insert(_labels).on_conflict_do_nothing(index_elements=unique_key)
     inserted = {
-        key: label_id
-        for label_id, key in session.execute(
-            stmt.returning(_labels.c.id, _labels.c.idempotency_key),
+        (project_id, key): label_id
+        for label_id, project_id, key in session.execute(
+            stmt.returning(_labels.c.id, _labels.c.project_id, _labels.c.idempotency_key),
             [checked[h].values for h in handles],
         )
     }
-    ids = {
-        h: inserted[checked[h].values["idempotency_key"]]
-        for h in handles
-        if checked[h].values["idempotency_key"] in inserted
-    }
+
+    def unique(h: K) -> tuple[int, str]:
+        return checked[h].project_id, checked[h].values["idempotency_key"]
+
+    ids = {h: inserted[unique(h)] for h in handles if unique(h) in inserted}
     if ids:
         session.execute(
             _audit_events.insert(),

@@ -130,10 +130,15 @@ def submit_batch(
         )
     }
     keys = {lid: lease_key(lid) for lid in lease_ids}
+    # Keys are unique per project: a label is this lease's only if it is of the lease's project.
     by_key = select(
-        labels.c.id, labels.c.idempotency_key, labels.c.item_id, labels.c.reviewer_id
-    ).where(labels.c.idempotency_key.in_(list(keys.values())))
-    existing = {r.idempotency_key: r for r in session.execute(by_key)}
+        labels.c.id, labels.c.project_id, labels.c.idempotency_key, labels.c.item_id,
+        labels.c.reviewer_id,
+    ).where(
+        labels.c.idempotency_key.in_(list(keys.values())),
+        labels.c.project_id.in_(sorted({r.project_id for r in rows.values()})),
+    )  # fmt: skip
+    existing = {(r.project_id, r.idempotency_key): r for r in session.execute(by_key)}
 
     candidates: list[int] = []
     for lid in lease_ids:
@@ -141,7 +146,7 @@ def submit_batch(
         if row is None:
             result.rejected[lid] = f"no lease {lid} held by {reviewer.name!r}"
             continue
-        label = existing.get(keys[lid])
+        label = existing.get((row.project_id, keys[lid]))
         if label is not None:
             if label.item_id == row.item_id and label.reviewer_id == reviewer.id:
                 result.already[lid] = label.id

@@ -34,7 +34,7 @@ from workbench.services.audit import Actor, record_event
 from workbench.services.auth import count_reviewed_in_session
 from workbench.services.labels.current import current_labels_query
 from workbench.services.labels.propagation import propagate_label
-from workbench.services.labels.record import find_label, record_label
+from workbench.services.labels.record import find_label, record_label, require_same_submission
 from workbench.services.labels.validate import LabelInput, parse_label_input
 from workbench.services.projects import project_settings
 from workbench.services.queue import lease as queue
@@ -348,8 +348,11 @@ def submit_review(
     entry = session.get_one(QueueEntry, lease.entry_id)
     if entry.project_id != project.id:
         raise NotFoundError(f"lease {lease_id} is not in project {project.name!r}")
-    existing = find_label(session, key)
+    existing = find_label(session, project.id, key)
     if existing is not None:
+        # A retry of this lease's submission. A label of another item or reviewer under the
+        # lease's key is an error, never the answer: answering with it left the lease open.
+        require_same_submission(existing, entry.item_id, user.id)
         return SubmitResult(existing.id, False, None, _model_suggestion(project, entry))
     if lease.status not in (LeaseStatus.active, LeaseStatus.expired):
         raise WorkbenchError(
@@ -451,12 +454,13 @@ def submit_correction(
     user = reviewing_user(session, actor)
     now = now or utcnow()
     key = correction_key(label_id)
-    existing = find_label(session, key)
-    if existing is not None:
-        return SubmitResult(existing.id, False, None)
     old = session.get(Label, label_id)
     if old is None or old.reviewer_id != user.id or old.project_id != project.id:
         raise NotFoundError(f"no label {label_id} of {actor.name!r} in {project.name!r}")
+    existing = find_label(session, project.id, key)
+    if existing is not None:
+        require_same_submission(existing, old.item_id, user.id)
+        return SubmitResult(existing.id, False, None)
     draft = session.scalar(
         select(ReviewDraft).where(
             ReviewDraft.reviewer_id == user.id, ReviewDraft.supersedes_label_id == label_id
