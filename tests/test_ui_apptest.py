@@ -18,6 +18,7 @@ from workbench.services.audit import Actor
 from workbench.services.projects import get_project, set_project_setting
 from workbench.services.queue.enqueue import NewEntry, enqueue
 from workbench.services.users import add_user, get_user
+from workbench.ui.safe_text import escape_markdown
 
 APP = str(Path(__file__).resolve().parents[1] / "workbench" / "ui" / "app.py")
 PW = "a long password"
@@ -170,7 +171,8 @@ def test_admin_sets_a_project_setting_from_the_admin_page(app_db: Database) -> N
     next(b for b in at.button if b.label == "Set").click()
     at.run()
     assert not at.exception, at.exception
-    assert [s.value for s in at.success] == ["Set batch_size."]
+    # The key is what the admin typed: escaped, it renders as itself, "Set batch_size.".
+    assert [s.value for s in at.success] == [f"Set {escape_markdown('batch_size')}."]
     with app_db.sessions() as s:
         assert get_project(s, "p").settings["batch_size"] == 7
 

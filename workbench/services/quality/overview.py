@@ -1,20 +1,24 @@
 """The lead's overview of a project's review work: queue health, each reviewer's labels, time
 and skips, overlap items with every reviewer's current label, and a spot-check table.
 
-Leads only: every read-out checks the role here, whatever a page shows.
+Leads only: every read-out checks the role here, whatever a page shows. Leads and admins review
+too, so the read-outs keep reviews blind: they hide the labels of an item the reader holds or may
+still be asked to label (`items_still_blind`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from workbench.db.models import (
     EntryKind,
+    EntryStatus,
     Item,
     Label,
     LabelSource,
@@ -57,6 +61,7 @@ class OverlapItem:
     overlap_target: int
     completed: int
     labels: list[OverlapLabel]
+    labels_hidden: bool = False  # the reader may still label it: `labels` is left empty
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class SpotCheckRow:
     decision: str | None
     policies: str
     reviewer: str | None
+    labels_hidden: bool = False  # the reader may still label it: one row, no label shown
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,46 @@ def lead_overview(session: Session, project: Project, actor: Actor) -> LeadOverv
         overlap=overlap_items(session, project, actor),
         spot_checks=spot_check_table(session, project, actor),
     )
+
+
+def items_still_blind(
+    session: Session, project: Project, actor: Actor, item_ids: Collection[int]
+) -> set[int]:
+    """Of `item_ids`, those whose labels `actor` must not see, because they review too.
+
+    An item is blind to a person who holds an active lease on it, or who may still be asked to
+    label it: it has a pending entry whose overlap target is not met, which they never leased,
+    and they have no label on it (the queue's own rule: an entry never goes twice to a person,
+    nor an item they labelled).
+    """
+    if actor.user_id is None or Role.reviewer not in actor.roles or not item_ids:
+        return set()
+    me, ids = actor.user_id, list(item_ids)
+    held = (
+        select(QueueEntry.item_id)
+        .join(Lease, Lease.entry_id == QueueEntry.id)
+        .where(
+            QueueEntry.project_id == project.id,
+            QueueEntry.item_id.in_(ids),
+            Lease.reviewer_id == me,
+            Lease.status == LeaseStatus.active,
+        )
+    )
+    leased_by_me = exists().where(Lease.entry_id == QueueEntry.id, Lease.reviewer_id == me)
+    labelled_by_me = exists().where(
+        Label.project_id == QueueEntry.project_id,
+        Label.item_id == QueueEntry.item_id,
+        Label.reviewer_id == me,
+    )
+    may_be_asked = select(QueueEntry.item_id).where(
+        QueueEntry.project_id == project.id,
+        QueueEntry.item_id.in_(ids),
+        QueueEntry.status == EntryStatus.pending,
+        QueueEntry.completed < QueueEntry.overlap_target,
+        ~leased_by_me,
+        ~labelled_by_me,
+    )
+    return set(session.scalars(held.union(may_be_asked)))
 
 
 def reviewer_stats(session: Session, project: Project, actor: Actor) -> list[ReviewerStats]:
@@ -144,12 +190,13 @@ def overlap_items(
         .order_by(QueueEntry.id.desc())
         .limit(limit)
     ).all()
+    blind = items_still_blind(session, project, actor, {e.item_id for e in entries})
     labels = session.execute(
         select(Label.item_id, User.name, Label.decision, Label.policies, Label.severity)
         .join(User, User.id == Label.reviewer_id)
         .where(
             Label.project_id == project.id,
-            Label.item_id.in_([e.item_id for e in entries]),
+            Label.item_id.in_([e.item_id for e in entries if e.item_id not in blind]),
             is_current(),
         )
         .order_by(Label.created_at, Label.id)
@@ -159,14 +206,17 @@ def overlap_items(
         by_item.setdefault(item_id, []).append(
             OverlapLabel(name, decision.value, list(policies or []), severity)
         )
-    return [OverlapItem(i, ext, k, done, by_item.get(i, [])) for i, ext, k, done in entries]
+    return [
+        OverlapItem(i, ext, k, done, by_item.get(i, []), labels_hidden=i in blind)
+        for i, ext, k, done in entries
+    ]
 
 
 def spot_check_table(
     session: Session, project: Project, actor: Actor, limit: int = 500
 ) -> list[SpotCheckRow]:
     """The latest `limit` (item, current label) rows of queued items, newest entry first; an
-    item with no label yet has one row without a decision."""
+    item with no label yet, or whose labels are blind to the reader, has one row without one."""
     require_role(actor, Role.lead, action="spot-check items")
     rows = session.execute(
         select(
@@ -182,12 +232,21 @@ def spot_check_table(
         .order_by(QueueEntry.id.desc())
         .limit(limit)
     ).all()  # fmt: skip
-    return [
-        SpotCheckRow(
-            item_id=r[0], external_id=r[1], text=(r[2] or "")[:200], score=r[3],
-            strategy=r[4], queue_status=r[5].value,
-            decision=r[6].value if r[6] else None, policies=", ".join(r[7] or []),
-            reviewer=r[8],
-        )
-        for r in rows
-    ]  # fmt: skip
+    blind = items_still_blind(session, project, actor, {r[0] for r in rows})
+    out: list[SpotCheckRow] = []
+    shown_blind: set[int] = set()
+    for r in rows:
+        hidden = r[0] in blind
+        if hidden and r[0] in shown_blind:
+            continue  # one row per blind item: even the number of labels stays hidden
+        shown_blind.update([r[0]] if hidden else [])
+        out.append(
+            SpotCheckRow(
+                item_id=r[0], external_id=r[1], text=(r[2] or "")[:200], score=r[3],
+                strategy=r[4], queue_status=r[5].value,
+                decision=None if hidden or not r[6] else r[6].value,
+                policies="" if hidden else ", ".join(r[7] or []),
+                reviewer=None if hidden else r[8], labels_hidden=hidden,
+            )
+        )  # fmt: skip
+    return out

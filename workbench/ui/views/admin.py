@@ -20,6 +20,7 @@ from workbench.services.users import (
     set_password,
     set_role,
 )
+from workbench.ui.safe_text import escape_markdown
 from workbench.ui.state import load_project, show_error, tx
 
 ROLES = [r.value for r in Role]
@@ -44,7 +45,7 @@ def _users(me: SessionUser) -> None:
             try:
                 with tx() as s:
                     add_user(s, name, Role(role), me.actor, password=password or None)
-                st.success(f"Added {name}.")
+                st.success(f"Added {escape_markdown(name)}.")
             except WorkbenchError as exc:
                 show_error(exc)
     names = [a.name for a in accounts]
@@ -65,7 +66,7 @@ def _users(me: SessionUser) -> None:
                         set_password(s, user, new_password, me.actor)
                     if disable != "(unchanged)":
                         set_disabled(s, user, disable == "disable", me.actor)
-                st.success(f"Updated {who}.")
+                st.success(f"Updated {escape_markdown(who)}.")
             except WorkbenchError as exc:
                 show_error(exc)
 
@@ -79,7 +80,8 @@ def _taxonomy(me: SessionUser, project_name: str) -> None:
         show_error(exc)
         return
     for v in reversed(versions):
-        with st.expander(f"Version {v.get('version')}: {v.get('name')}"):
+        # An expander's label renders Markdown; the name comes from the uploaded file.
+        with st.expander(escape_markdown(f"Version {v.get('version')}: {v.get('name')}")):
             st.code(json.dumps(v, indent=1, default=str), language=None)
     upload = st.file_uploader("Load a new version (JSON)", type=["json"])
     if upload is not None and st.button("Load this taxonomy"):
@@ -109,7 +111,7 @@ def _settings(me: SessionUser, project_name: str) -> None:
                     parsed = value
                 with tx() as s:
                     set_project_setting(s, load_project(s, project_name), key, parsed, me.actor)
-                st.success(f"Set {key}.")
+                st.success(f"Set {escape_markdown(key)}.")
             except WorkbenchError as exc:
                 show_error(exc)
 

@@ -22,6 +22,7 @@ from workbench.services.quality.overview import lead_overview
 from workbench.ui.state import database, load_project, show_error, tx
 
 ALL_PAIRS = "(all pairs)"
+HIDDEN = "(hidden: you may still be asked to label it)"
 
 
 def render(me: SessionUser, project_name: str) -> None:
@@ -62,7 +63,8 @@ def render(me: SessionUser, project_name: str) -> None:
         pd.DataFrame(
             [
                 {"item": o.external_id, "target": o.overlap_target, "completed": o.completed,
-                 "labels": "; ".join(f"{x.reviewer}: {x.decision}" for x in o.labels)}
+                 "labels": HIDDEN if o.labels_hidden
+                 else "; ".join(f"{x.reviewer}: {x.decision}" for x in o.labels)}
                 for o in overview.overlap
             ]
         ),
@@ -92,9 +94,15 @@ def agreement_dashboard(me: SessionUser, project_name: str) -> None:
     field = st.selectbox(
         "Compare reviewers on", [f.value for f in AgreementField], key="agreement_field"
     )
+    include_leads = st.checkbox(
+        "Count leads' and admins' labels too", value=False, key="agreement_include_leads",
+        help="By default only reviewers' labels count: leads and admins see others' labels.",
+    )  # fmt: skip
     try:
         with tx() as s:
-            dash = charts.agreement_dashboard(s, load_project(s, project_name), me.actor, field)
+            dash = charts.agreement_dashboard(
+                s, load_project(s, project_name), me.actor, field, include_leads=include_leads
+            )
     except WorkbenchError as exc:
         show_error(exc)
         return

@@ -15,6 +15,7 @@ from workbench.services.review import wellbeing
 from workbench.services.review.flow import ReviewForm, ReviewItem
 from workbench.services.review.media_view import display_image
 from workbench.ui import shortcuts
+from workbench.ui.safe_text import escape_markdown
 from workbench.ui.state import acting, database, load_project, show_error, tx
 
 DECISIONS = [Decision.violating.value, Decision.not_violating.value, Decision.unsure.value]
@@ -245,7 +246,7 @@ def render(me: SessionUser, project_name: str) -> None:
     with left:
         if item.supersedes_label_id is not None:
             st.warning("Correcting your earlier label of this item (undo).")
-        st.caption(f"Item {item.external_id}")
+        st.text(f"Item {item.external_id}")  # an id is data: never Markdown
         _show_content(item, protection)
         if item.flagged_affected:
             st.caption("You marked this item as affecting you.")
@@ -263,9 +264,12 @@ def render(me: SessionUser, project_name: str) -> None:
             hint = f" ({n})" if n <= 9 else ""
             if n <= 9:
                 key_map[str(n)] = f"({n})"
+            # Labels and help texts render Markdown; codes, titles and guidelines come from an
+            # uploaded taxonomy.
             st.checkbox(
-                f"{p.code}: {p.title}{hint}", key=_k(form, f"policy-{p.code}"),
-                on_change=_save, args=save, help=p.guideline,
+                escape_markdown(f"{p.code}: {p.title}") + hint,
+                key=_k(form, f"policy-{p.code}"), on_change=_save, args=save,
+                help=escape_markdown(p.guideline),
             )  # fmt: skip
         with st.expander("Guidelines"):
             for p in item.policies:
