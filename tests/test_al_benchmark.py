@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,80 @@ def test_bench_select_times_each_strategy_in_its_own_process(
     # cluster_margin clusters in its setup, timed apart; small-text's peers have no setup step.
     assert rows["cluster_margin"]["setup_seconds"] > 0
     assert rows["st_breaking_ties"]["setup_seconds"] == 0
+
+
+def test_bench_al_reports_each_figure_over_split_seeds_and_writes_a_file_per_configuration(
+    cli: Any, tmp_path: Path, fast_encoder: None
+) -> None:
+    data = write_vote_csv(tmp_path / "votes.csv", n=300)
+    common = [
+        "bench", "al", "--data", str(data), "--text-column", "text",
+        "--vote-columns", "hate,offensive,neither", "--positive", "hate",
+        "--seeds", "2", "--seed-labels", "20", "--budget", "60", "--batch", "20",
+        "--test-size", "60", "--validation-size", "30", "--strategies", "random;margin",
+    ]  # fmt: skip
+    out = cli.json(*common, "--split-seeds", "2,3")
+    assert out["split_seeds"] == [2, 3] and set(out["per_split"]) == {"2", "3"}
+    assert out["config"]["split_seeds"] == [2, 3]
+    # The existing keys keep their shape, now over every (split, seed) run: 2 x 2 of them.
+    assert set(out["strategies"]["random"]["aulc_macro_f1"]) == {"mean", "std"}
+    assert len(out["strategies"]["random"]["aulc_per_seed"]) == 4
+
+    # Each split seed is the same run as a run on that split alone.
+    alone = cli.json(*common, "--seed", "3")
+    assert alone["split_seeds"] == [3]
+    for name in ("random", "margin"):
+        assert out["per_split"]["3"]["strategies"][name] == alone["strategies"][name]
+    assert out["per_split"]["3"]["full_pool_macro_f1"] == alone["full_pool_macro_f1"]
+
+    spread = out["over_splits"]["random"]
+    per_split = [out["per_split"][s]["strategies"]["random"] for s in ("2", "3")]
+    aulc = [p["aulc_macro_f1"]["mean"] for p in per_split]
+    assert spread["aulc_macro_f1"]["per_split"] == aulc
+    assert spread["aulc_macro_f1"]["min"] == round(min(aulc), 4)
+    assert spread["aulc_macro_f1"]["max"] == round(max(aulc), 4)
+    assert spread["aulc_macro_f1"]["std"] == round(float(np.std(aulc, ddof=1)), 4)
+    reach = [p["labels_to_reach_full_pool"] for p in per_split]
+    assert spread["labels_to_reach_full_pool"]["per_split"] == reach
+    for key in ("final_macro_f1", "positives_per_100_reviews"):
+        assert set(spread[key]) == {"mean", "std", "min", "max", "n", "per_split"}
+    targets = spread["targets"]
+    assert set(targets) == {
+        "aulc_above_reference",
+        "reach_within_500",
+        "positives_twice_reference",
+    }
+    margin = [p["strategies"]["margin"]["aulc_macro_f1"]["mean"] for p in out["per_split"].values()]
+    assert targets["aulc_above_reference"]["per_split"] == [
+        a > m for a, m in zip(aulc, margin, strict=True)
+    ]
+    assert "targets" not in out["over_splits"]["margin"]
+
+    # One file per configuration per run beside the combined one, with the same header.
+    bench_dir = tmp_path / "benchmarks"
+    combined = sorted(bench_dir.glob("al-2*.json"))
+    pieces = sorted((bench_dir / "al").glob("*.json"))
+    assert {p.name.rsplit("-", 1)[0] for p in pieces} == {"random", "margin"}
+    piece = json.loads(next(p for p in pieces if p.name.startswith("random")).read_text())
+    assert piece["load_average"].keys() == {"before", "after"}
+    assert piece["results"]["strategy"] == "random"
+    assert set(piece["results"]["strategies"]) == {"random"}
+    assert piece["results"]["config"]["run_beside"] == ["random", "margin"]
+    assert piece["results"]["combined"] in {c.name for c in combined}
+
+
+def test_bench_al_refuses_a_seed_and_split_seeds_together(
+    cli: Any, tmp_path: Path, fast_encoder: None
+) -> None:
+    data = write_vote_csv(tmp_path / "votes.csv", n=30)
+    out = cli.json("bench", "al", "--data", str(data), "--seed", "1", "--split-seeds", "2,3",
+                   expect=1)  # fmt: skip
+    assert "not both" in out["error"]
+
+
+def test_configuration_slug_names_a_mix_as_a_file_and_keeps_names_apart() -> None:
+    slug = al_benchmark.configuration_slug
+    assert (
+        slug("mix:entropy=0.6,seals/top_positive=0.4") == "mix-entropy-0.6-seals-top_positive-0.4"
+    )
+    assert slug("seals/top_positive") != slug("seals")

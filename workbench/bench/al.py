@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workbench.bench.results import benchmarks_dir
+from workbench.bench.results import benchmarks_dir, write_result
 from workbench.errors import Problem, WorkbenchError
 from workbench.progress import ProgressFactory, no_progress
 from workbench.services.ingest.tabular import iter_records
@@ -210,6 +211,10 @@ class ALConfig:
     reference: str = "margin"
     threads: int = 1
     jobs: int = 1
+    # The whole comparison runs once per split seed (each fixes the test and validation
+    # splits); empty means the one split of `seed`. Seeds used while choosing a configuration
+    # must not be among them when the final figures are reported.
+    split_seeds: tuple[int, ...] = ()
 
 
 def _draw_answers(votes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -417,22 +422,8 @@ def _run_seed(
     return out
 
 
-def _run_al(
-    vectors: np.ndarray,
-    data: VoteData,
-    config: ALConfig,
-    *,
-    progress: ProgressFactory,
-    plot_path: Path | None,
-) -> dict[str, Any]:
-    for name in config.strategies:
-        make_strategy(name)  # fail early on a misspelt name, not after an hour
-    if config.reference not in config.strategies:
-        raise WorkbenchError(
-            f"the strategies must include {config.reference!r}, the one the tests compare with"
-        )
-    if vectors.shape[0] != len(data.texts):
-        raise WorkbenchError(f"{vectors.shape[0]} vectors for {len(data.texts)} texts")
+def _prepare_split(vectors: np.ndarray, data: VoteData, config: ALConfig) -> dict[str, Any]:
+    """The test, validation and pool splits of `config.seed`, and the full-pool head's scores."""
     k = len(data.classes)
     majority = data.majority
     test, val, pool = _split(len(data.texts), config)
@@ -443,17 +434,56 @@ def _run_al(
     }
     full = make_head(config.head, random_state=config.seed, **config.head_params)
     full.fit(x_pool, majority[pool])
-    full_test = _scores(_full_proba(full, evals["test"][0], k), evals["test"][1], k, data.positive)
-    full_val = _scores(
-        _full_proba(full, evals["validation"][0], k), evals["validation"][1], k, data.positive
-    )
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in config.strategies}
-    bar = progress(total=config.n_seeds, desc="seeds")
-    args = (x_pool, data.votes[pool], majority[pool], evals, data, config)
+    full_scores = {
+        split: _scores(_full_proba(full, xs, k), ys, k, data.positive)
+        for split, (xs, ys) in evals.items()
+    }
+    return {
+        "config": config,
+        "data": {
+            "items": len(data.texts),
+            "classes": data.classes,
+            "positive": data.classes[data.positive],
+            "pool": len(pool),
+            "test": len(test),
+            "validation": len(val),
+            "positive_rate_pool": float((majority[pool] == data.positive).mean()),
+        },
+        "full_pool": full_scores,
+        "args": (x_pool, data.votes[pool], majority[pool], evals, data, config),
+    }
+
+
+def _run_al(
+    vectors: np.ndarray,
+    data: VoteData,
+    config: ALConfig,
+    *,
+    progress: ProgressFactory,
+    plot_path: Path | None,
+) -> dict[str, Any]:
+    slugs: dict[str, str] = {}
+    for name in config.strategies:
+        make_strategy(name)  # fail early on a misspelt name, not after an hour
+        # Each configuration gets its own result file, so two must not share a file name.
+        other = slugs.setdefault(configuration_slug(name), name)
+        if other != name:
+            raise WorkbenchError(f"strategies {other!r} and {name!r} would share a result file")
+    if config.reference not in config.strategies:
+        raise WorkbenchError(
+            f"the strategies must include {config.reference!r}, the one the tests compare with"
+        )
+    if vectors.shape[0] != len(data.texts):
+        raise WorkbenchError(f"{vectors.shape[0]} vectors for {len(data.texts)} texts")
+    split_seeds = split_seeds_of(config)
+    splits = {s: _prepare_split(vectors, data, replace(config, seed=s)) for s in split_seeds}
+    # Every (split, seed) pair is one task, so the workers stay busy across split seeds.
+    tasks = [(split, s) for split in split_seeds for s in range(config.n_seeds)]
+    bar = progress(total=len(tasks), desc="split seeds x seeds")
+    per_task: list[dict[str, dict[str, Any]]] = []
     if config.jobs <= 1:
-        per_seed = []
-        for s in range(config.n_seeds):
-            per_seed.append(_run_seed(s, *args))
+        for split, s in tasks:
+            per_task.append(_run_seed(s, *splits[split]["args"]))
             bar.update(1)
     else:
         import multiprocessing as mp
@@ -465,34 +495,138 @@ def _run_al(
             initializer=limit_threads,
             initargs=(config.threads,),
         ) as workers:
-            futures = [workers.submit(_run_seed, s, *args) for s in range(config.n_seeds)]
-            per_seed = []
+            futures = [workers.submit(_run_seed, s, *splits[split]["args"]) for split, s in tasks]
             for f in futures:
-                per_seed.append(f.result())
+                per_task.append(f.result())
                 bar.update(1)
-    for seed_runs in per_seed:
-        for name in config.strategies:
-            runs[name].append(seed_runs[name])
     bar.close()
-    summary = _summarise(runs, config, full_test["macro_f1"], full_val["macro_f1"])
+    runs_by_split: dict[int, dict[str, list[dict[str, Any]]]] = {
+        split: {name: [] for name in config.strategies} for split in split_seeds
+    }
+    for (split, _s), seed_runs in zip(tasks, per_task, strict=True):
+        for name in config.strategies:
+            runs_by_split[split][name].append(seed_runs[name])
+
+    per_split: dict[str, Any] = {}
+    pooled: dict[str, list[dict[str, Any]]] = {name: [] for name in config.strategies}
+    test_targets: list[float] = []
+    val_targets: list[float] = []
+    for split in split_seeds:
+        full = splits[split]["full_pool"]
+        runs = runs_by_split[split]
+        per_split[str(split)] = {
+            "data": splits[split]["data"],
+            "full_pool_macro_f1": full["test"]["macro_f1"],
+            "full_pool": full,
+            **_summarise(
+                runs, replace(config, seed=split), full["test"]["macro_f1"],
+                full["validation"]["macro_f1"],
+            ),
+        }  # fmt: skip
+        for name in config.strategies:
+            pooled[name].extend(runs[name])
+        test_targets += [full["test"]["macro_f1"]] * config.n_seeds
+        val_targets += [full["validation"]["macro_f1"]] * config.n_seeds
+    # The existing keys summarise every (split, seed) run together; each run is compared with
+    # the full-pool head of its own split, the mean curve with the mean of those heads.
+    summary = _summarise(pooled, config, np.asarray(test_targets), np.asarray(val_targets))
+    first = splits[split_seeds[0]]["data"]
+    full_test = float(np.mean([splits[s]["full_pool"]["test"]["macro_f1"] for s in split_seeds]))
     result: dict[str, Any] = {
         "data": {
-            "items": len(data.texts),
-            "classes": data.classes,
-            "positive": data.classes[data.positive],
-            "pool": len(pool),
-            "test": len(test),
-            "validation": len(val),
-            "positive_rate_pool": float((majority[pool] == data.positive).mean()),
+            **first,
+            "positive_rate_pool": float(
+                np.mean([splits[s]["data"]["positive_rate_pool"] for s in split_seeds])
+            ),
         },
-        "config": {**asdict(config), "strategies": list(config.strategies)},
-        "full_pool_macro_f1": full_test["macro_f1"],
-        "full_pool": {"test": full_test, "validation": full_val},
+        "config": {
+            **asdict(config),
+            "strategies": list(config.strategies),
+            "split_seeds": list(split_seeds),
+        },
+        "full_pool_macro_f1": full_test,
+        "full_pool": {
+            split: {
+                metric: float(np.mean([splits[s]["full_pool"][split][metric] for s in split_seeds]))
+                for metric in splits[split_seeds[0]]["full_pool"][split]
+            }
+            for split in ("test", "validation")
+        },
         **summary,
+        "split_seeds": list(split_seeds),
+        "over_splits": over_splits(per_split, config.reference),
+        "per_split": per_split,
     }
     if plot_path is not None:
-        result["plot"] = str(plot_learning_curves(runs, full_test["macro_f1"], plot_path))
+        result["plot"] = str(plot_learning_curves(pooled, full_test, plot_path))
     return result
+
+
+def split_seeds_of(config: ALConfig) -> tuple[int, ...]:
+    """The split seeds a run covers: `split_seeds`, or the one `seed` when none are given."""
+    return tuple(config.split_seeds) or (config.seed,)
+
+
+def _spread(values: Sequence[float | int | None], digits: int = 4) -> dict[str, Any]:
+    """Mean, std (ddof 1), min and max over split seeds; None values (never reached) are
+    kept in `per_split` and counted, not averaged."""
+    known = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    out: dict[str, Any] = {"per_split": list(values), "n": len(known)}
+    if len(known) == 0:
+        return {**out, "mean": None, "std": None, "min": None, "max": None}
+    return {
+        **out,
+        "mean": round(float(known.mean()), digits),
+        "std": round(float(known.std(ddof=1)), digits) if len(known) > 1 else 0.0,
+        "min": round(float(known.min()), digits),
+        "max": round(float(known.max()), digits),
+    }
+
+
+def over_splits(per_split: dict[str, Any], reference: str) -> dict[str, Any]:
+    """Per strategy, each headline figure over split seeds (one figure per split: the mean over
+    its seeds, or its mean curve's first reach), and whether each target holds on each split.
+
+    Targets, on the test split of every split seed: AULC above the reference's (margin), the
+    full-pool macro-F1 reached within 500 labels, at least twice the reference's positives per
+    100 reviews.
+    """
+    splits = list(per_split)
+    names = list(per_split[splits[0]]["strategies"])
+    out: dict[str, Any] = {}
+    for name in names:
+        rows = [per_split[s]["strategies"][name] for s in splits]
+        refs = [per_split[s]["strategies"].get(reference) for s in splits]
+        reach = [r["labels_to_reach_full_pool"] for r in rows]
+        entry: dict[str, Any] = {
+            "split_seeds": [int(s) for s in splits],
+            "aulc_macro_f1": _spread([r["aulc_macro_f1"]["mean"] for r in rows]),
+            "final_macro_f1": _spread([r["final_macro_f1"]["mean"] for r in rows]),
+            "labels_to_reach_full_pool": _spread(reach, digits=1),
+            "positives_per_100_reviews": _spread(
+                [r["positives_per_100_reviews"]["mean"] for r in rows], digits=3
+            ),
+        }
+        if name != reference and all(refs):
+            per = {
+                "aulc_above_reference": [
+                    r["aulc_macro_f1"]["mean"] > f["aulc_macro_f1"]["mean"]
+                    for r, f in zip(rows, refs, strict=True)
+                ],
+                "reach_within_500": [
+                    x is not None and x <= TARGET_LABELS_TO_FULL_POOL for x in reach
+                ],
+                "positives_twice_reference": [
+                    r["positives_per_100_reviews"]["mean"]
+                    >= TARGET_POSITIVES_FACTOR * f["positives_per_100_reviews"]["mean"]
+                    for r, f in zip(rows, refs, strict=True)
+                ],
+            }
+            entry["targets"] = {
+                key: {"per_split": flags, "every_split": all(flags)} for key, flags in per.items()
+            }
+        out[name] = entry
+    return out
 
 
 def _curve_array(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -502,8 +636,13 @@ def _curve_array(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.n
 
 
 def _summarise(
-    runs: dict[str, list[dict[str, Any]]], config: ALConfig, full_test: float, full_val: float
+    runs: dict[str, list[dict[str, Any]]],
+    config: ALConfig,
+    full_test: float | np.ndarray,
+    full_val: float | np.ndarray,
 ) -> dict[str, Any]:
+    """Per strategy over its runs; `full_test` / `full_val` is the full-pool macro-F1 each run
+    must reach (one figure, or one per run when the runs come from several splits)."""
     strategies: dict[str, Any] = {}
     per_seed_aulc: dict[str, np.ndarray] = {}
     per_seed_pos: dict[str, np.ndarray] = {}
@@ -513,10 +652,11 @@ def _summarise(
         aulc = np.asarray([_aulc(xs, row) for row in f1])
         val_aulc = np.asarray([_aulc(xs, row) for row in vf1])
         pos = np.asarray([r["curve"][-1]["positives_per_100_reviews"] or 0.0 for r in rs])
-        reach = [_first_reach(xs, row, full_test) for row in f1]
+        test_targets = np.broadcast_to(np.asarray(full_test, dtype=np.float64), (len(rs),))
+        reach = [_first_reach(xs, row, t) for row, t in zip(f1, test_targets, strict=True)]
         reached = [r for r in reach if r is not None]
         mean_curve = f1.mean(axis=0)
-        reach_mean = _first_reach(xs, mean_curve, full_test)
+        reach_mean = _first_reach(xs, mean_curve, float(test_targets.mean()))
         # Hate found by the time the full-pool macro-F1 is reached (on the mean curve).
         pos_at_reach = None
         if reach_mean is not None:
@@ -556,7 +696,9 @@ def _summarise(
             "positives_per_100_reviews": _mean_std(pos),
             "positives_per_100_reviews_at_reach": pos_at_reach,
             "validation_aulc_macro_f1": _mean_std(val_aulc),
-            "validation_labels_to_reach_full_pool": _first_reach(xs, vf1.mean(axis=0), full_val),
+            "validation_labels_to_reach_full_pool": _first_reach(
+                xs, vf1.mean(axis=0), float(np.mean(full_val))
+            ),
             "chosen_by": rs[0]["chosen_by"],
             "aulc_per_seed": aulc.round(5).tolist(),
             "curve_labels": xs.astype(int).tolist(),
@@ -573,7 +715,7 @@ def _summarise(
     # Any choice of a "best" configuration is made on the validation split, never on test.
     best = max(strategies, key=lambda s: strategies[s]["validation_aulc_macro_f1"]["mean"])
     return {
-        "full_pool_validation_macro_f1": full_val,
+        "full_pool_validation_macro_f1": float(np.mean(full_val)),
         "best_by_validation_aulc": best,
         "best_by_validation_targets": choose_by_targets(strategies, ref),
         "strategies": strategies,
@@ -619,6 +761,68 @@ def choose_by_targets(strategies: dict[str, Any], ref: str) -> dict[str, Any]:
     }
     best = max(score, key=lambda n: score[n])
     return {"strategy": best, "meets_all": all(table[best].values()), "checks": table[best]}
+
+
+def configuration_slug(name: str) -> str:
+    """A file name for a strategy or mix: `mix:entropy=0.6,seals/top_positive=0.4` becomes
+    `mix-entropy-0.6-seals-top_positive-0.4`."""
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-.")
+    if not slug:
+        raise WorkbenchError(f"strategy name {name!r} gives no file name")
+    return slug
+
+
+def configuration_piece(
+    result: dict[str, Any], name: str, combined: str | None = None
+) -> dict[str, Any]:
+    """The part of a combined `bench al` result about one configuration: its summary, its
+    figures over split seeds and per split, and what it was run beside (the paired tests
+    compare it with the reference run in the same run)."""
+    if name not in result["strategies"]:
+        raise WorkbenchError(f"{name!r} is not among the strategies {list(result['strategies'])}")
+    config = dict(result["config"])
+    piece: dict[str, Any] = {
+        "strategy": name,
+        "data": result["data"],
+        "config": {**config, "strategies": [name], "run_beside": config["strategies"]},
+        "full_pool_macro_f1": result["full_pool_macro_f1"],
+        "full_pool": result.get("full_pool"),
+        "full_pool_validation_macro_f1": result.get("full_pool_validation_macro_f1"),
+        "strategies": {name: result["strategies"][name]},
+    }
+    if "split_seeds" in result:
+        piece["split_seeds"] = result["split_seeds"]
+        piece["over_splits"] = {name: result["over_splits"][name]}
+        piece["per_split"] = {
+            split: {
+                "full_pool_macro_f1": r["full_pool_macro_f1"],
+                "full_pool": r["full_pool"],
+                "strategies": {name: r["strategies"][name]},
+            }
+            for split, r in result["per_split"].items()
+        }
+    if result.get("plot"):
+        piece["plot"] = result["plot"]
+    if combined:
+        piece["combined"] = combined
+    return piece
+
+
+def write_al_results(result: dict[str, Any]) -> tuple[Path, list[Path]]:
+    """The combined result as `al-<stamp>.json` (and `al-latest.json`), and one file per
+    configuration as `al/<slug>-<stamp>.json`, so each configuration tried keeps its own file."""
+    now = datetime.now(UTC)
+    combined = write_result("al", result, now=now)
+    pieces = [
+        write_result(
+            f"al/{configuration_slug(name)}",
+            configuration_piece(result, name, combined.name),
+            latest=False,
+            now=now,
+        )
+        for name in result["strategies"]
+    ]
+    return combined, pieces
 
 
 def plot_learning_curves(
