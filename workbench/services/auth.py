@@ -208,21 +208,33 @@ class LoginThrottle:
         self.clients = ClientFailures()
 
     def reserve(self, session: Session, key: str, client: str | None, now: datetime) -> Reservation:
-        """Record an attempt for the name `key`, or raise LoginThrottled (recording nothing)."""
-        _lock_name(session, key)
-        row = LoginAttempt(user_name=key, at=now, success=False)
-        session.add(row)
-        session.flush()  # on SQLite this first write takes the database's one write lock
+        """Record an attempt for the name `key`, or raise LoginThrottled (recording nothing:
+        a refused try does not count, or a flood would keep the wait from ever ending)."""
+        # First without a lock: most tries of a flood are refused here, by a read, writing
+        # nothing and waiting for nobody.
+        self._check(session, key, None, now)
+        if client is not None:
+            self.clients.reserve(client, now, CLIENT_FREE_FAILURES, CLIENT_MAX_DELAY_SECONDS)
         try:
-            self._check_name(session, key, row.id, now)
-            self._check_global(session, row.id, now)
-            if client is not None:
-                self.clients.reserve(client, now, CLIENT_FREE_FAILURES, CLIENT_MAX_DELAY_SECONDS)
+            _lock_name(session, key)
+            row = LoginAttempt(user_name=key, at=now, success=False)
+            session.add(row)
+            session.flush()  # on SQLite this first write takes the database's one write lock
+            # Again under the lock: attempts that passed the first check together see each other.
+            try:
+                self._check(session, key, row.id, now)
+            except LoginThrottled:
+                session.execute(delete(LoginAttempt).where(LoginAttempt.id == row.id))
+                raise
         except LoginThrottled:
-            # A refused try is not counted: otherwise a flood would keep the wait from ending.
-            session.execute(delete(LoginAttempt).where(LoginAttempt.id == row.id))
+            if client is not None:
+                self.clients.release(client, now)
             raise
         return Reservation(row.id, client, now)
+
+    def _check(self, session: Session, key: str, own_id: int | None, now: datetime) -> None:
+        self._check_name(session, key, own_id, now)
+        self._check_global(session, own_id, now)
 
     def settle(self, session: Session, reservation: Reservation, ok: bool) -> None:
         if not ok:
@@ -236,17 +248,17 @@ class LoginThrottle:
             self.clients.release(reservation.client, reservation.at)
 
     @staticmethod
-    def _check_name(session: Session, key: str, own_id: int, now: datetime) -> None:
+    def _check_name(session: Session, key: str, own_id: int | None, now: datetime) -> None:
         # Failures since the last success within the window, newest first.
         rows = session.execute(
             select(LoginAttempt.at, LoginAttempt.success)
             .where(
                 LoginAttempt.user_name == key,
                 LoginAttempt.at >= now - FAILURE_WINDOW,
-                LoginAttempt.id != own_id,
+                LoginAttempt.id != (own_id or 0),
             )
             .order_by(LoginAttempt.at.desc(), LoginAttempt.id.desc())
-            .limit(64)
+            .limit(64)  # more than enough failures to reach the cap
         ).all()
         failures: list[datetime] = []
         for at, success in rows:
@@ -259,13 +271,13 @@ class LoginThrottle:
             if remaining > 0:
                 raise LoginThrottled(remaining)
 
-    def _check_global(self, session: Session, own_id: int, now: datetime) -> None:
+    def _check_global(self, session: Session, own_id: int | None, now: datetime) -> None:
         # The newest attempts by id (the primary key's index, so a flood does not make this a
         # scan): when as many of them as the limit are failures within the minute, pause.
         limit = self.global_failures_per_minute
         recent = (
             select(LoginAttempt.at, LoginAttempt.success)
-            .where(LoginAttempt.id != own_id)
+            .where(LoginAttempt.id != (own_id or 0))
             .order_by(LoginAttempt.id.desc())
             .limit(limit)
             .subquery()
