@@ -6,7 +6,8 @@ Same invariants as the one-at-a-time path, held by the same means:
 - the labels are checked and recorded by labels/record.py (`check_labels`, `insert_labels`), the
   rules and the `label.recorded` audit event of `record_label`, inserted in bulk;
 - a label's idempotency key is derived from its lease (`lease:{id}`, as the review page does),
-  and the insert is ON CONFLICT DO NOTHING, so resubmitting a batch never makes a second label;
+  and the insert is ON CONFLICT DO NOTHING on (project, key), so resubmitting a batch never
+  makes a second label, and a key held by another label of the project is refused, named;
 - an entry is counted by one guarded UPDATE, so it never gets more completed plus active leases
   than its overlap target.
 """
