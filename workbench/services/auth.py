@@ -502,7 +502,7 @@ def count_reviewed_in_session(
     """Add one to the session's exposure counter; returns the new count. A session that has
     ended counts nothing: SessionEnded, and the submission it belongs to rolls back."""
     now = now or utcnow()
-    counted = session.execute(
+    count = session.scalar(
         update(UserSession)
         .where(
             UserSession.id == session_id,
@@ -510,13 +510,12 @@ def count_reviewed_in_session(
             UserSession.expires_at > now,
         )
         .values(items_reviewed=UserSession.items_reviewed + 1)
+        .returning(UserSession.items_reviewed)
         .execution_options(synchronize_session=False)
     )
-    if not counted.rowcount:
+    if count is None:
         raise SessionEnded()
-    return (
-        session.scalar(select(UserSession.items_reviewed).where(UserSession.id == session_id)) or 0
-    )
+    return int(count)
 
 
 def reset_exposure(session: Session, session_id: int) -> None:
