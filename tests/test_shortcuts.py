@@ -1,6 +1,7 @@
 """The review page's keyboard script on its own, in Chromium: a page built here stands in for
 Streamlit's, so the timing that is a race on the real page (the rationale field not rendered yet
-when "r" is pressed) can be set up exactly."""
+when "r" is pressed) can be set up exactly. The page runs on Playwright's clock: where the script
+acts on a timer or the next frame, the test moves the clock on instead of waiting."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def browser(chromium: str) -> Iterator[Any]:
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context()
     pg = context.new_page()
+    # Time still passes by itself; `run_for` fires every frame and timer of a span at once.
+    pg.clock.install()
     pg.set_content(PAGE + script_html(KEYS, "Submit (Enter)"))
     pg.wait_for_function("window.__wbShortcutsInstalled === true")
     yield pg
@@ -109,7 +112,7 @@ def test_escape_with_nothing_typed_drops_a_waiting_rationale_request(page: Any) 
     page.keyboard.press("Escape")
     page.keyboard.press("n")  # a shortcut again
     page.evaluate("window.addTextarea('draft')")
-    page.wait_for_timeout(200)
+    page.clock.run_for(1000)  # a request still waiting would take the field in the next frame
     assert _state(page) == {"value": "draft", "focused": False, "clicks": ["Not violating (n)"]}
 
 
@@ -138,16 +141,16 @@ def test_ctrl_enter_before_the_rationale_renders_submits_after_the_text_is_in(
     page.keyboard.press("r")
     page.keyboard.type("slur")
     page.keyboard.press("Control+Enter")
-    page.wait_for_timeout(100)
+    page.clock.run_for(1000)
     assert _state(page)["clicks"] == []  # nothing to submit into yet
     page.evaluate("window.addTextarea('')")
-    page.wait_for_function("window.clicks.length > 0")
+    page.clock.run_for(1000)  # the text goes in at the next frame, the submit 400 ms later
     assert [c for c in _state(page)["clicks"] if c] == ["submit with slur"]
 
 
 def test_a_rationale_request_lapses_when_no_field_appears(page: Any) -> None:
     page.keyboard.press("r")
-    page.wait_for_timeout(3300)
+    page.clock.run_for(3100)  # the request lapses at the first frame after 3 s
     page.keyboard.press("n")
     assert _state(page)["clicks"] == ["Not violating (n)"]
 
