@@ -1,6 +1,10 @@
 """The review page in a real browser: Debian's Chromium driven by Playwright against a real
-`workbench serve` (one server for the module). Keyboard labelling, undo, reload without loss,
-roles enforced by URL too, inert user content, and images blurred until clicked."""
+`workbench serve`. The core reviewer flow (keyboard labelling, submit, undo) runs on SQLite and on
+Postgres, each on a server of its own; drafts surviving reloads, roles enforced by URL too, inert
+user content and images blurred until clicked share one SQLite server for the module.
+
+Nothing here waits a fixed time: each step waits for what it needs (an element, a script's state,
+a row in the database), so a slow machine makes the tests slower, not red."""
 
 from __future__ import annotations
 
@@ -13,12 +17,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from builders import make_items, make_project
 from PIL import Image
+from sqlalchemy import select
+
+from workbench.config import Settings
+from workbench.db.database import Database, open_database
+from workbench.db.models import Item, Label, MediaAsset, Modality, ReviewDraft, Role, User
+from workbench.services.audit import Actor
+from workbench.services.queue.enqueue import NewEntry, enqueue
+from workbench.services.users import add_user
 
 pytestmark = pytest.mark.browser
 
@@ -40,6 +54,30 @@ XSS = (
     "![m](http://e/x.png) **bold**"
 )
 N_TEXT = 15
+# Streamlit's own mark (its end-to-end tests wait for it) that no page run is under way.
+APP_IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+# The shortcuts listen once the script of a frame still on the page has taken them over. (The
+# flag `__wbShortcutsInstalled` stays set after Streamlit removes that frame on another page, so
+# right after coming back it does not say that keys work yet.)
+SHORTCUTS_LIVE = """() => {
+  const s = window.__wbShortcuts;
+  return !!s && Array.from(document.querySelectorAll("iframe")).some(
+    (f) => f.contentWindow === s.frame);
+}"""
+T = TypeVar("T")
+
+
+def _wait_until(check: Callable[[], T], what: str, timeout_s: float = 20.0) -> T:
+    """Poll `check` until it returns something truthy (returned); fail with `what` after the
+    deadline. For conditions outside the page, such as a row the server writes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting after {timeout_s:.0f} s for {what}")
+        time.sleep(0.1)
 
 
 def _free_port() -> int:
@@ -58,20 +96,8 @@ def _striped_png() -> bytes:
     return buf.getvalue()
 
 
-def _seed(home: Path, url: str) -> None:
+def _seed(db: Database) -> None:
     """Projects, users and queued items, made through the services (as the CLI would)."""
-    os.environ["WORKBENCH_HOME"] = str(home)
-    os.environ["WORKBENCH_DATABASE_URL"] = url
-    sys.path.insert(0, str(Path(__file__).parent))
-    from builders import make_items, make_project
-
-    from workbench.db.database import open_database
-    from workbench.db.models import MediaAsset, Modality, Role
-    from workbench.services.audit import Actor
-    from workbench.services.queue.enqueue import NewEntry, enqueue
-    from workbench.services.users import add_user
-
-    db = open_database()
     with db.sessions.begin() as s:
         p = make_project(s, "p")
         texts = [XSS] + [f"plain item number {n}" for n in range(1, N_TEXT)]
@@ -98,63 +124,95 @@ def _seed(home: Path, url: str) -> None:
             ("erin", Role.engineer),
         ):
             add_user(s, name, role, Actor.system(), password=PW)
-    db.dispose()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    home = tmp_path_factory.mktemp("browser") / "home"
-    url = f"sqlite:///{home / 'wb.db'}"
-    saved = {k: os.environ.get(k) for k in ("WORKBENCH_HOME", "WORKBENCH_DATABASE_URL")}
-    _seed(home, url)
-    port = _free_port()
-    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_DATABASE_URL": url,
-           "WORKBENCH_PROJECT": "p"}  # fmt: skip
-    exe = Path(sys.executable).parent / "workbench"
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--port", str(port), "--no-worker"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+def _healthy(base: str) -> bool:
     try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{base}/_stcore/health", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("workbench serve did not come up within 60 s")
-        yield {"url": base, "home": home, "db_url": url}
+        return bool(urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).status == 200)
+    except OSError:
+        return False
+
+
+@contextmanager
+def _serve(settings: Settings, browser: Browser) -> Iterator[str]:
+    """`workbench serve` on the given home and database until the block ends; yields its URL
+    once its login page has rendered."""
+    port = _free_port()
+    env = {**os.environ, "WORKBENCH_HOME": str(settings.home),
+           "WORKBENCH_DATABASE_URL": settings.url, "WORKBENCH_PROJECT": "p"}  # fmt: skip
+    exe = Path(sys.executable).parent / "workbench"
+    # A file, not a pipe nobody reads: a full pipe would block the server mid-test.
+    log_path = settings.resolved_home / f"serve-{port}.log"
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(exe), "serve", "--port", str(port), "--no-worker"],
+            env=env, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+    try:
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"workbench serve exited with {proc.returncode}:\n{tail}")
+            return _healthy(base)
+
+        _wait_until(up, "workbench serve to answer its health check", timeout_s=120)
+        # The first page run of a fresh server imports the whole app (slow on a busy 2-core
+        # machine); do it once here so the tests' own timeouts measure the app, not the import.
+        warm = browser.new_page()
+        try:
+            warm.goto(base)
+            warm.get_by_role("textbox", name="User name").wait_for(timeout=120_000)
+        finally:
+            warm.close()
+        yield base
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            proc.wait()
 
 
 @pytest.fixture(scope="module")
-def browser(server: dict[str, Any]) -> Iterator[Browser]:
+def browser() -> Iterator[Browser]:
     with sync_playwright() as pw:
         b = pw.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        # The first page run of a fresh server imports the whole app (slow on a busy 2-core
-        # machine); do it once here so the tests' own timeouts measure the app, not the import.
-        warm = b.new_page()
-        warm.goto(server["url"])
-        warm.get_by_role("textbox", name="User name").wait_for(timeout=120_000)
-        warm.close()
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator[dict[str, Any]]:
+    """One SQLite server for the tests whose behaviour has no backend difference."""
+    home = tmp_path_factory.mktemp("browser") / "home"
+    settings = Settings(home=home, database_url=f"sqlite:///{home / 'wb.db'}")
+    with pytest.MonkeyPatch.context() as mp:
+        # Services that read the settings themselves see the same home and database.
+        mp.setenv("WORKBENCH_HOME", str(home))
+        mp.setenv("WORKBENCH_DATABASE_URL", settings.url)
+        db = open_database(settings)
+        try:
+            _seed(db)
+            with _serve(settings, browser) as base:
+                yield {"url": base, "db": db}
+        finally:
+            db.dispose()
+
+
+@pytest.fixture
+def backend_server(db: Database, browser: Browser) -> Iterator[dict[str, Any]]:
+    """A server of its own on each backend (`db` is SQLite or an upgraded Postgres database,
+    and the env names it, so the server and the checks here read the same rows)."""
+    _seed(db)
+    with _serve(db.settings, browser) as base:
+        yield {"url": base, "db": db}
 
 
 @pytest.fixture
@@ -175,21 +233,17 @@ def _login(page: Page, base: str, name: str, path: str = "") -> None:
 
 
 def _ready(page: Page, external_id: str) -> None:
+    """The item is shown and the page run that drew it has ended, so no stale form from the
+    previous item is left and keys reach the shortcuts."""
     expect(page.get_by_text(f"Item {external_id}", exact=True)).to_be_visible()
-    # Until the run ends, the previous item's form may still be on the page (stale).
+    expect(page.locator(APP_IDLE)).to_have_count(1)
     expect(page.get_by_label("Not violating (n)")).to_have_count(1)
-    page.wait_for_function("window.__wbShortcutsInstalled === true")
+    page.wait_for_function(SHORTCUTS_LIVE)
 
 
-def _labels(server: dict[str, Any], reviewer: str) -> list[Any]:
-    from sqlalchemy import select
-
-    from workbench.db.database import open_database
-    from workbench.db.models import Label, User
-
-    db = open_database()
+def _labels(db: Database, reviewer: str) -> list[Any]:
     with db.sessions() as s:
-        rows = list(
+        return list(
             s.execute(
                 select(Label.id, Label.item_id, Label.decision, Label.supersedes_id)
                 .join(User, User.id == Label.reviewer_id)
@@ -197,30 +251,43 @@ def _labels(server: dict[str, Any], reviewer: str) -> list[Any]:
                 .order_by(Label.id)
             ).all()
         )
-    db.dispose()
-    return rows
 
 
-def test_xss_payload_stays_inert_text(server: dict[str, Any], page: Page) -> None:
-    _login(page, server["url"], "alice")
-    _ready(page, "i0")
-    expect(page.get_by_text(XSS, exact=True)).to_be_visible()
-    assert page.evaluate("window.__pwned === undefined")
-    assert page.locator('img[src="x"]').count() == 0
-    assert page.locator('img[src="http://e/x.png"]').count() == 0
-    assert page.locator("strong", has_text="bold").count() == 0
+def _draft_rationale(db: Database, reviewer: str, external_id: str) -> str | None:
+    """The rationale of the reviewer's saved draft of an item, as the server stored it."""
+    with db.sessions() as s:
+        data = s.scalar(
+            select(ReviewDraft.data)
+            .join(User, User.id == ReviewDraft.reviewer_id)
+            .join(Item, Item.id == ReviewDraft.item_id)
+            .where(User.name == reviewer, Item.external_id == external_id)
+        )
+    return None if data is None else str(data.get("rationale", ""))
 
 
-def test_label_ten_items_with_the_keyboard_then_undo(server: dict[str, Any], page: Page) -> None:
-    _login(page, server["url"], "alice")
+def _wait_for_draft(db: Database, external_id: str, text: str) -> None:
+    _wait_until(
+        lambda: _draft_rationale(db, "alice", external_id) == text,
+        f"alice's draft of {external_id} to hold {text!r} on the server "
+        f"(it holds {_draft_rationale(db, 'alice', external_id)!r})",
+    )
+
+
+def test_label_ten_items_with_the_keyboard_then_undo(
+    backend_server: dict[str, Any], page: Page
+) -> None:
+    db = backend_server["db"]
+    _login(page, backend_server["url"], "alice")
     for n in range(10):
         _ready(page, f"i{n}")
         page.keyboard.press("n")
         expect(page.get_by_label("Not violating (n)")).to_be_checked()
         page.keyboard.press("Enter")
     _ready(page, "i10")
-    labels = _labels(server, "alice")
+    # The label is committed before the next item is drawn, so it is there now.
+    labels = _labels(db, "alice")
     assert len(labels) == 10 and len({lab.item_id for lab in labels}) == 10
+    assert {lab.decision.value for lab in labels} == {"not_violating"}
 
     # Undo: the last item comes back with its label as it was; the correction supersedes it.
     page.keyboard.press("u")
@@ -235,16 +302,20 @@ def test_label_ten_items_with_the_keyboard_then_undo(server: dict[str, Any], pag
     page.keyboard.type("a slur in the second sentence")
     page.keyboard.press("Control+Enter")
     _ready(page, "i10")
-    after = _labels(server, "alice")
+    after = _labels(db, "alice")
     assert len(after) == 11 and after[-1].supersedes_id == labels[-1].id
     assert after[-1].decision.value == "violating"
+
+
+# The tests below share the module's server. Nobody submits there, so alice's item is always
+# her first one, i0, whichever of them run and in whatever order.
 
 
 def _into_rationale(page: Page, base: str) -> None:
     """Log in as alice, mark her item violating and go into the rationale, all of it selected
     (what follows replaces whatever an earlier test left in the draft)."""
     _login(page, base, "alice")
-    _ready(page, "i10")
+    _ready(page, "i0")
     page.keyboard.press("v")
     expect(page.get_by_label("Violating (v)")).to_be_checked()
     page.keyboard.press("r")
@@ -254,14 +325,24 @@ def _into_rationale(page: Page, base: str) -> None:
 def _reload_and_log_in(page: Page, base: str) -> None:
     page.reload()
     _login(page, base, "alice")
-    _ready(page, "i10")
+    _ready(page, "i0")
+
+
+def test_xss_payload_stays_inert_text(server: dict[str, Any], page: Page) -> None:
+    _login(page, server["url"], "alice")
+    _ready(page, "i0")
+    expect(page.get_by_text(XSS, exact=True)).to_be_visible()
+    assert page.evaluate("window.__pwned === undefined")
+    assert page.locator('img[src="x"]').count() == 0
+    assert page.locator('img[src="http://e/x.png"]').count() == 0
+    assert page.locator("strong", has_text="bold").count() == 0
 
 
 def test_reload_mid_item_loses_nothing(server: dict[str, Any], page: Page) -> None:
     _into_rationale(page, server["url"])
     page.keyboard.type("threat in the last line")
     page.keyboard.press("Escape")  # leaving the field commits it, and the draft is saved
-    page.wait_for_timeout(1500)
+    _wait_for_draft(server["db"], "i0", "threat in the last line")
     _reload_and_log_in(page, server["url"])
     expect(page.get_by_label("Violating (v)")).to_be_checked()
     expect(page.locator("textarea")).to_have_value("threat in the last line")
@@ -272,10 +353,12 @@ def test_text_typed_is_kept_across_a_reload_without_leaving_the_field(
 ) -> None:
     _into_rationale(page, server["url"])
     page.keyboard.type("still typing this")
-    page.wait_for_timeout(2500)  # a pause in typing commits the field (no Escape, no blur)
-    page.keyboard.type(" and more")  # typing goes on in the same field after the commit
+    # A pause in typing commits the field (no Escape, no blur by the reviewer) ...
+    _wait_for_draft(server["db"], "i0", "still typing this")
+    expect(page.locator("textarea")).to_be_focused()
+    page.keyboard.type(" and more")  # ... and typing goes on in the same field
     expect(page.locator("textarea")).to_have_value("still typing this and more")
-    page.wait_for_timeout(2500)
+    _wait_for_draft(server["db"], "i0", "still typing this and more")
     page.evaluate("() => localStorage.clear()")  # from the server's draft, not the browser's copy
     _reload_and_log_in(page, server["url"])
     expect(page.locator("textarea")).to_have_value("still typing this and more")
@@ -288,9 +371,9 @@ def test_text_typed_just_before_a_reload_comes_back(server: dict[str, Any], page
     page.keyboard.type("typed right before the reload")
     _reload_and_log_in(page, server["url"])
     expect(page.locator("textarea")).to_have_value("typed right before the reload")
-    # Committed after the pause, the text is on the server: a browser without the kept copy
-    # gets it from the draft.
-    page.wait_for_timeout(2500)
+    # Put back, the text is committed after a pause and reaches the server's draft; then a
+    # browser without the kept copy gets it from there.
+    _wait_for_draft(server["db"], "i0", "typed right before the reload")
     page.keyboard.press("Escape")
     page.wait_for_function("() => localStorage.getItem('wbUnsentText') === null")
     _reload_and_log_in(page, server["url"])
@@ -301,11 +384,11 @@ def test_shortcuts_work_again_after_visiting_another_page(
     server: dict[str, Any], page: Page
 ) -> None:
     _login(page, server["url"], "alice")
-    _ready(page, "i10")
+    _ready(page, "i0")
     page.get_by_role("link", name="My settings").click()
     expect(page.get_by_text("Remind me to take a break")).to_be_visible()
     page.get_by_role("link", name="Review").click()
-    _ready(page, "i10")
+    _ready(page, "i0")
     page.keyboard.press("n")
     expect(page.get_by_label("Not violating (n)")).to_be_checked()
     page.keyboard.press("v")
@@ -316,7 +399,9 @@ def test_reviewer_cannot_reach_the_engineer_page_even_by_url(
     server: dict[str, Any], page: Page
 ) -> None:
     _login(page, server["url"], "alice", path="engineer")
-    page.wait_for_timeout(1500)
+    # The run that answers the address has finished once her review page is ready: whatever
+    # it would show of the engineer page would be on the page by now.
+    _ready(page, "i0")
     assert page.get_by_role("heading", name="Engineer").count() == 0
     assert page.get_by_role("link", name="Engineer").count() == 0
     # The engineer, by contrast, gets there.

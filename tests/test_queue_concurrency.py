@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,7 +107,7 @@ def _leases(db: Database) -> list[Any]:
 
 
 def test_many_reviewers_at_once_meet_overlap_without_loss_or_duplicates(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("WORKBENCH_DATABASE_URL", postgres_url)
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
