@@ -26,6 +26,7 @@ from workbench.services.audit import Actor
 from workbench.services.auth import LocalPasswordAuthenticator, login, resolve_session
 from workbench.services.demo import DEMO_PROJECT, ensure_demo_users, refuse_unless_demo_database
 from workbench.services.projects import SETTING_ROLES, create_project, set_project_setting
+from workbench.services.quality.aggregation import AggregationMethod, training_labels
 from workbench.services.quality.agreement import agreement_report, load_counted_labels
 from workbench.services.quality.overview import overlap_items, spot_check_table
 from workbench.services.queue.enqueue import NewEntry, enqueue
@@ -151,6 +152,15 @@ def test_agreement_counts_reviewers_labels_only_unless_leads_are_asked_for(db) -
         everyone = agreement_report(s, p, "decision", n_boot=10, include_leads=True)
         assert everyone["n_reviewers"] == 3 and everyone["krippendorff_alpha"] < 0.5
         assert only["counted_labels"] != everyone["counted_labels"]
+
+
+def test_a_leads_labels_still_train_the_model_though_agreement_leaves_them_out(db) -> None:
+    with db.sessions.begin() as s:
+        p = _agreement_setup(s)
+        counted = training_labels(s, p, method=AggregationMethod.majority)
+        # Three labels per item: alice and bob against the lead, 2/3 majority each.
+        assert len(counted) == 4
+        assert set(counted["n_labels"]) == {3}
 
 
 def test_agreement_command_includes_leads_only_when_asked(cli: Any, db: Database) -> None:

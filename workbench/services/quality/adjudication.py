@@ -189,7 +189,9 @@ def refresh_adjudication_queue(
     settings = project_settings(project)
     use_slices = settings.adjudicate_low_alpha_slices if slices is None else slices
     now = now or utcnow()
-    labels = load_counted_labels(session, project)
+    # A lead who labelled an item disagrees like anyone else: the case decides the training
+    # label, which counts everyone's labels (aggregation does too).
+    labels = load_counted_labels(session, project, include_leads=True)
     found: dict[int, tuple[AdjudicationReason, str]] = {
         i: (AdjudicationReason.disagreement, detail)
         for i, detail in disagreeing_items(labels).items()

@@ -152,7 +152,9 @@ def training_labels(
     `overrides` maps item id -> label (adjudicated or gold answers, when they exist).
     """
     field = parse_field(field)
-    counted = load_counted_labels(session, project)
+    # Every person's judgement trains the model, a lead's too; only agreement statistics
+    # leave leads out by default (they often label what they then audit).
+    counted = load_counted_labels(session, project, include_leads=True)
     columns = ["item_id", "external_id", *RESULT_COLUMNS]
     if counted.empty and not overrides:
         return pd.DataFrame(columns=columns)
