@@ -37,7 +37,7 @@ def current_labels_query(
     item_ids: Iterable[int] | None = None,
     sources: Iterable[LabelSource] | None = None,
     reviewer: User | None = None,
-) -> Select[tuple[Label]]:
+) -> Select[Label]:
     """The project's current labels, optionally on some items, from some sources, by one
     reviewer (each reviewer's latest word on each item they labelled)."""
     stmt = select(Label).where(Label.project_id == project.id, is_current())

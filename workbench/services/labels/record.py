@@ -318,6 +318,7 @@ def insert_labels(
         return {}
     handles = list(checked)
     unique_key = [_labels.c.project_id, _labels.c.idempotency_key]
+    stmt: postgresql.Insert | sqlite.Insert
     if session.get_bind().dialect.name == "postgresql":
         stmt = postgresql.insert(_labels).on_conflict_do_nothing(index_elements=unique_key)
     else:
