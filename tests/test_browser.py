@@ -395,17 +395,39 @@ def test_shortcuts_work_again_after_visiting_another_page(
     expect(page.get_by_label("Violating (v)")).to_be_checked()
 
 
+def _visit(page: Page, path: str) -> None:
+    """Ask for an address within the logged-in session, as the browser's back and forward
+    buttons do (a reload would start a new session, and login always opens the default page)."""
+    page.evaluate(
+        "(path) => { history.pushState({}, '', '/' + path);"
+        " window.dispatchEvent(new PopStateEvent('popstate')); }",
+        path,
+    )
+
+
 def test_reviewer_cannot_reach_the_engineer_page_even_by_url(
     server: dict[str, Any], page: Page
 ) -> None:
     _login(page, server["url"], "alice", path="engineer")
-    # The run that answers the address has finished once her review page is ready: whatever
-    # it would show of the engineer page would be on the page by now.
-    _ready(page, "i0")
+    _ready(page, "i0")  # an address asked for before login is not honoured: her review page
+    # Within her session: an address of one of her pages is served ...
+    _visit(page, "settings")
+    expect(page.get_by_text("Remind me to take a break")).to_be_visible()
+    # ... and the engineer's is answered with her review page, not with the engineer's.
+    _visit(page, "engineer")
+    page.wait_for_function(
+        "() => location.pathname !== '/engineer'"
+        " || Array.from(document.querySelectorAll('h1')).some((h) => h.innerText === 'Engineer')"
+    )
+    expect(page.locator(APP_IDLE)).to_have_count(1)
     assert page.get_by_role("heading", name="Engineer").count() == 0
     assert page.get_by_role("link", name="Engineer").count() == 0
-    # The engineer, by contrast, gets there.
-    _login(page, server["url"], "erin", path="engineer")
+    expect(page.get_by_role("heading", name="Review")).to_be_visible()
+    # The engineer, by contrast, gets there by address.
+    _login(page, server["url"], "erin")
+    _visit(page, "settings")
+    expect(page.get_by_text("Remind me to take a break")).to_be_visible()
+    _visit(page, "engineer")
     expect(page.get_by_role("heading", name="Engineer")).to_be_visible()
 
 
