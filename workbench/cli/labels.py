@@ -51,7 +51,9 @@ def import_(
 
     Columns: external_id, reviewer, decision (required); policies, severity, rationale, spans,
     confidence, time_spent_ms, policy_version, source, created_at, idempotency_key, supersedes,
-    superseded. Unknown reviewers become users without a password.
+    superseded. Unknown reviewers become users without a password. Keys are unique per project;
+    keys in the workbench's own formats (lease:, correct:, propagated:) are stored as
+    import:<key> unless they are this project's own labels coming back.
     """
     if rejects is not None and not skip_invalid:
         raise typer.BadParameter("--rejects needs --skip-invalid", param_hint="--rejects")
@@ -83,7 +85,10 @@ def export(
     ] = None,
     json_mode: JsonFlag = False,
 ) -> None:
-    """Export every label with every field, oldest first. The file imports again unchanged."""
+    """Export every label with every field, oldest first. The file imports again unchanged.
+
+    CSV cells starting with = + - @ (or tab, CR) get a leading ' so a spreadsheet shows them as
+    text; the import takes it off again."""
     if out is None and json_mode:
         raise typer.BadParameter(
             "--json needs --out: without it the labels themselves go to stdout",
