@@ -15,7 +15,7 @@ import streamlit as st
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
 from workbench.services.quality import adjudication
-from workbench.ui.state import load_project, show_error, tx
+from workbench.ui.state import acting, load_project, show_error, tx
 
 STATUSES = ["open", "resolved", "dismissed", "all"]
 NO_SEVERITY = "(none)"
@@ -25,7 +25,7 @@ def render(me: SessionUser, project_name: str) -> None:
     st.title("Adjudication")
     if st.button("Refresh the queue", help="Open cases for disagreeing and low-alpha items"):
         try:
-            with tx() as s:
+            with acting() as (s, me):
                 result = adjudication.refresh_adjudication_queue(
                     s, load_project(s, project_name), me.actor
                 )
@@ -105,7 +105,7 @@ def _decision_form(me: SessionUser, project_name: str, d: dict[str, Any]) -> Non
     if not (resolve or dismiss):
         return
     try:
-        with tx() as s:
+        with acting() as (s, me):
             project = load_project(s, project_name)
             if resolve:
                 adjudication.resolve_case(

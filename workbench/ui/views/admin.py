@@ -21,7 +21,7 @@ from workbench.services.users import (
     set_role,
 )
 from workbench.ui.safe_text import escape_markdown
-from workbench.ui.state import load_project, show_error, tx
+from workbench.ui.state import acting, load_project, show_error, tx
 
 ROLES = [r.value for r in Role]
 
@@ -43,7 +43,7 @@ def _users(me: SessionUser) -> None:
         password = st.text_input("Initial password", type="password")
         if st.form_submit_button("Add user"):
             try:
-                with tx() as s:
+                with acting() as (s, me):
                     add_user(s, name, Role(role), me.actor, password=password or None)
                 st.success(f"Added {escape_markdown(name)}.")
             except WorkbenchError as exc:
@@ -58,7 +58,7 @@ def _users(me: SessionUser) -> None:
         disable = st.radio("Account", ["(unchanged)", "enable", "disable"], horizontal=True)
         if st.form_submit_button("Apply"):
             try:
-                with tx() as s:
+                with acting() as (s, me):
                     user = get_user(s, who)
                     if new_role != "(unchanged)":
                         set_role(s, user, Role(new_role), me.actor)
@@ -86,7 +86,7 @@ def _taxonomy(me: SessionUser, project_name: str) -> None:
     upload = st.file_uploader("Load a new version (JSON)", type=["json"])
     if upload is not None and st.button("Load this taxonomy"):
         try:
-            with tx() as s:
+            with acting() as (s, me):
                 n = load_taxonomy_version(
                     s, load_project(s, project_name), me.actor, upload.getvalue(), upload.name
                 )
@@ -109,7 +109,7 @@ def _settings(me: SessionUser, project_name: str) -> None:
                     parsed = json.loads(value)
                 except json.JSONDecodeError:
                     parsed = value
-                with tx() as s:
+                with acting() as (s, me):
                     set_project_setting(s, load_project(s, project_name), key, parsed, me.actor)
                 st.success(f"Set {escape_markdown(key)}.")
             except WorkbenchError as exc:

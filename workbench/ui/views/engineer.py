@@ -15,14 +15,14 @@ from workbench.services.projects import project_settings_view, set_project_setti
 from workbench.services.select.batch import select_batch
 from workbench.services.train import rounds
 from workbench.services.train.train import list_model_versions
-from workbench.ui.state import database, load_project, show_error, tx
+from workbench.ui.state import acting, database, load_project, show_error, tx
 
 
 def _rounds_section(me: SessionUser, project_name: str) -> None:
     st.subheader("Retrain rounds")
     if st.button("Launch a retrain round"):
         try:
-            with tx() as s:
+            with acting() as (s, me):
                 rnd, created = rounds.request_round(s, load_project(s, project_name), me.actor)
             st.success(
                 f"Round {rnd.number} queued for the worker." if created
@@ -92,7 +92,7 @@ def _selection_section(me: SessionUser, project_name: str) -> None:
                 mix_value = json.loads(mix)
             except json.JSONDecodeError as exc:
                 raise WorkbenchError(f"selection mix is not JSON: {exc}") from None
-            with tx() as s:
+            with acting() as (s, me):
                 project = load_project(s, project_name)
                 set_project_setting(s, project, "selection_mix", mix_value, me.actor)
                 set_project_setting(s, project, "batch_size", int(batch), me.actor)
@@ -101,8 +101,12 @@ def _selection_section(me: SessionUser, project_name: str) -> None:
             show_error(exc)
     if st.button("Fill the queue (one batch)"):
         try:
+            # Checked in a transaction of its own: the selection opens its own, and a write
+            # transaction held across them would lock SQLite against itself.
+            with acting() as (_, me):
+                actor = me.actor
             with st.spinner("Selecting..."):
-                result = select_batch(database(), project_name, None, None, me.actor)
+                result = select_batch(database(), project_name, None, None, actor)
             st.text(json.dumps(result, default=str, indent=1)[:2000])
         except WorkbenchError as exc:
             show_error(exc)

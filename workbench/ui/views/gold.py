@@ -14,7 +14,7 @@ import streamlit as st
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
 from workbench.services.quality import gold
-from workbench.ui.state import load_project, show_error, tx
+from workbench.ui.state import acting, load_project, show_error, tx
 
 NO_SEVERITY = "(none)"
 ALERT_STYLE = "background-color: #f8d7da"
@@ -41,7 +41,7 @@ def render(me: SessionUser, project_name: str) -> None:
             which = st.selectbox("Gold item", [g["external_id"] for g in items])
             if st.form_submit_button("Retire"):
                 try:
-                    with tx() as s:
+                    with acting() as (s, me):
                         gold.retire_gold(s, load_project(s, project_name), me.actor, str(which))
                     st.success("Retired.")
                 except WorkbenchError as exc:
@@ -104,7 +104,7 @@ def _mark_form(me: SessionUser, project_name: str, choices: dict[str, Any]) -> N
         if not st.form_submit_button("Mark as gold"):
             return
     try:
-        with tx() as s:
+        with acting() as (s, me):
             result = gold.mark_gold(
                 s, load_project(s, project_name), me.actor, external_id.strip(), str(decision),
                 list(policies), _severity(severity), note or None,

@@ -19,7 +19,7 @@ from workbench.services.quality.agreement import AgreementField
 from workbench.services.quality.audit_export import AuditFilter, export_audit_csv
 from workbench.services.quality.mislabels import find_mislabels
 from workbench.services.quality.overview import lead_overview
-from workbench.ui.state import database, load_project, show_error, tx
+from workbench.ui.state import acting, database, load_project, show_error, tx
 
 ALL_PAIRS = "(all pairs)"
 HIDDEN = "(hidden: you may still be asked to label it)"
@@ -159,8 +159,12 @@ def suspected_mislabels(me: SessionUser, project_name: str) -> None:
     send = st.checkbox("Send the suspects back to review", value=True, key="mislabels_send")
     if st.button("Find suspected mislabels", key="mislabels_run"):
         try:
+            # The session is checked first in a transaction of its own: the search opens its
+            # own, and a write transaction held across them would lock SQLite against itself.
+            with acting() as (_, me):
+                actor = me.actor
             with st.spinner("Cross-validating the head on every labelled item..."):
-                report = find_mislabels(database(), project_name, me.actor, enqueue=send)
+                report = find_mislabels(database(), project_name, actor, enqueue=send)
         except WorkbenchError as exc:
             show_error(exc)
             return
@@ -198,9 +202,11 @@ def audit_download(me: SessionUser, project_name: str) -> None:
             action_prefix=prefix or None,
         )
         try:
+            with acting() as (_, me):  # checked first, as for the mislabels above
+                actor = me.actor
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder) / "audit.csv"
-                result = export_audit_csv(database(), out, me.actor, flt)
+                result = export_audit_csv(database(), out, actor, flt)
                 st.session_state["audit_csv"] = (out.read_bytes(), result.rows)
         except WorkbenchError as exc:
             show_error(exc)

@@ -7,7 +7,7 @@ import streamlit as st
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
 from workbench.services.review import wellbeing
-from workbench.ui.state import show_error, tx
+from workbench.ui.state import acting, show_error, tx
 
 
 def render(me: SessionUser) -> None:
@@ -28,7 +28,7 @@ def render(me: SessionUser) -> None:
     st.caption("Video is always muted and never plays by itself.")
     if saved:
         try:
-            with tx() as s:
+            with acting() as (s, me):
                 wellbeing.update_wellbeing_settings(
                     s,
                     me.actor,
