@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -155,9 +155,10 @@ def models(project: ProjectOpt, json_mode: JsonFlag = False) -> None:
 
         def human() -> None:
             for m in result["models"]:
+                metrics = cast(dict[str, Any], m["metrics"])
                 print(
                     f"v{m['version']:<4} {m['status']:<10} macro-F1 "
-                    f"{m['metrics'].get('macro_f1')}  ({m['metrics'].get('evaluation')})"
+                    f"{metrics.get('macro_f1')}  ({metrics.get('evaluation')})"
                 )
 
         emit(result, json_mode, human)

@@ -220,7 +220,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
             torch.nn.Linear(self.hidden, max(k, 1)),
         )
         previous = getattr(self, "warm_from_", None)
-        self.warm_from_ = None
+        self.warm_from_: MLPHead | None = None
         self.warm_started_ = False
         if previous is not None and np.array_equal(previous.classes_, self.classes_):
             shapes = {n: p.shape for n, p in previous.net_.state_dict().items()}

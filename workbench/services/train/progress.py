@@ -11,8 +11,9 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, CursorResult, Executable, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -55,7 +56,12 @@ class RoundReclaimed(WorkbenchError):
     """This attempt no longer holds the round: another worker reclaimed it."""
 
 
-def _held(round_id: int, attempt: int | None) -> list[object]:
+def rows_changed(session: Session, statement: Executable) -> int:
+    """Run a guarded UPDATE; how many rows it changed (0: the guard did not hold)."""
+    return int(cast(CursorResult[Any], session.execute(statement)).rowcount or 0)
+
+
+def _held(round_id: int, attempt: int | None) -> list[ColumnElement[bool]]:
     held = [TrainingRound.id == round_id, TrainingRound.status == RoundStatus.running]
     if attempt is not None:
         held.append(TrainingRound.attempts == attempt)
@@ -65,12 +71,13 @@ def _held(round_id: int, attempt: int | None) -> list[object]:
 def stamp(session: Session, round_id: int, attempt: int | None, **values: object) -> bool:
     """Write `values` (and a fresh heartbeat) to the round if this attempt still holds it."""
     return bool(
-        session.execute(
+        rows_changed(
+            session,
             update(TrainingRound)
             .where(*_held(round_id, attempt))
             .values(heartbeat_at=utcnow(), **values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
     )
 
 

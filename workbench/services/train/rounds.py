@@ -28,7 +28,13 @@ from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
 from workbench.services.projects import get_project, project_settings
 from workbench.services.select.batch import select_batch
-from workbench.services.train.progress import Heartbeat, HeartbeatPolicy, RoundLog, RoundReclaimed
+from workbench.services.train.progress import (
+    Heartbeat,
+    HeartbeatPolicy,
+    RoundLog,
+    RoundReclaimed,
+    rows_changed,
+)
 from workbench.services.train.train import train_round
 
 ACTIVE = (RoundStatus.queued, RoundStatus.running)
@@ -136,7 +142,8 @@ def claim_next_round(
     if round_id is None:
         return None
     now = utcnow()
-    flipped = session.execute(
+    flipped = rows_changed(
+        session,
         update(TrainingRound)
         .where(TrainingRound.id == round_id, TrainingRound.status == RoundStatus.queued)
         .values(
@@ -147,8 +154,8 @@ def claim_next_round(
             progress=0.0,
             attempts=TrainingRound.attempts + 1,
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .execution_options(synchronize_session=False),
+    )
     if not flipped:
         return None
     return session.get(TrainingRound, round_id, populate_existing=True)
@@ -187,7 +194,8 @@ def reclaim_stale_rounds(
             if give_up
             else {"status": RoundStatus.queued, "worker": None}
         )
-        flipped = session.execute(
+        flipped = rows_changed(
+            session,
             update(TrainingRound)
             .where(
                 TrainingRound.id == round_id,
@@ -196,8 +204,8 @@ def reclaim_stale_rounds(
                 last_sign < cutoff,
             )
             .values(**values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
         if not flipped:
             continue  # another worker reclaimed it first, or its heartbeat just came back
         rnd = session.get_one(TrainingRound, round_id, populate_existing=True)

@@ -276,7 +276,7 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
     )
     head = new_head(params)
     warm = ""
-    if champion_artifact is not None and hasattr(head, "warm_start_from"):
+    if champion is not None and champion_artifact is not None and hasattr(head, "warm_start_from"):
         try:
             if head.warm_start_from(load_head(settings, champion.version, champion_artifact)):
                 warm = " (warm start from the champion)"
