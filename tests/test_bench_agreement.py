@@ -5,6 +5,7 @@ crowd this simple fixes; never the timings."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def test_bench_agreement_scale_times_the_whole_computation(cli: Any, out_dir: Pa
     assert out["n_labels"] == 3000 and out["n_reviewers"] == 20
     assert len(out["seconds"]) == 3 and out["seconds_best"] == min(out["seconds"])
     assert 0 < out["krippendorff_alpha"] < 1
-    assert (out_dir / "agreement-scale-latest.json").exists()
+    stored = json.loads((out_dir / "agreement-scale-latest.json").read_text())
+    assert set(stored["load_average"]) == {"before", "after"}
 
 
 def test_synthetic_labels_give_one_label_per_reviewer_and_item() -> None:

@@ -73,6 +73,8 @@ def test_queue_throughput_bench_loses_and_duplicates_nothing_with_killed_reviewe
     assert result["complete"] is True
     stored = json.loads((tmp_path / "benchmarks" / f"queue-{backend}-latest.json").read_text())
     assert stored["results"]["run"] == result["run"]
+    # The command's own process recorded the load it started under and the load when it wrote.
+    assert [len(stored["load_average"][k]) for k in ("before", "after")] == [3, 3]
 
 
 def test_queue_latency_bench_tops_up_what_earlier_runs_labelled(
