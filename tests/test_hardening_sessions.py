@@ -148,6 +148,7 @@ def test_lead_cannot_mark_gold_once_the_session_has_ended(
 ) -> None:
     at = _open("lee", "gold")
     next(t for t in at.text_input if t.label == "Item external id").input("i0")
+    next(r for r in at.radio if r.label == "Answer").set_value("not_violating")
     ends.arm(at, _disable)
     next(b for b in at.button if b.label == "Mark as gold").click()
     at.run()
@@ -206,3 +207,14 @@ def test_my_settings_are_not_saved_once_the_session_has_ended(
         erin = get_user(s, "erin")
         mine = wellbeing.wellbeing_settings(s, Actor.for_user("erin", erin.id, erin.role))
         assert mine.blur_images == before
+
+
+def test_lead_cannot_export_the_audit_trail_once_the_session_has_ended(
+    app_db: Database, ends: SessionEndsAfterThePageCheck
+) -> None:
+    at = _open("lee", "lead")
+    ends.arm(at, _disable)
+    next(b for b in at.button if b.label == "Prepare audit CSV").click()
+    at.run()
+    ends.assert_refused(at)
+    assert "audit_csv" not in at.session_state
