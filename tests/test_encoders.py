@@ -18,6 +18,7 @@ from workbench.encoders.base import Encoder
 from workbench.encoders.fusion import fuse, fuse_one
 from workbench.encoders.media import MediaError, sample_times
 from workbench.errors import WorkbenchError
+from workbench.progress import no_progress
 from workbench.schemas import EncoderSettings
 
 
@@ -140,6 +141,54 @@ def test_text_order_within_batch_does_not_change_vectors(fast_text: Encoder) -> 
     forward = fast_text.encode(texts)
     backward = fast_text.encode(texts[::-1])[::-1]
     np.testing.assert_allclose(forward, backward, atol=1e-5)
+
+
+def assert_vectors_independent_of_batch(encoder: Encoder) -> None:
+    """Each probe embedded alone equals itself inside batches of other sizes, orders and
+    neighbours (a per-batch quantisation scale would leak the neighbours into it)."""
+    pool = varied_sentences()
+    probes = ["lol", "!!!", pool[3], pool[-1], pool[160 + 3], pool[-30]]
+    alone = np.vstack([encoder.encode([p]) for p in probes])
+    rng = np.random.default_rng(17)
+    batches = [
+        pool,
+        pool[::-1],
+        [pool[i] for i in rng.permutation(len(pool))],
+        [*probes, *pool[:7]],
+        [pool[i] for i in rng.permutation(len(pool))[:40]] + probes,
+    ]
+    for batch in batches:
+        vectors = encoder.encode(batch)
+        at = {text: i for i, text in enumerate(batch)}
+        cos = (alone * vectors[[at[p] for p in probes]]).sum(1)
+        assert cos.min() >= 0.9999, (
+            f"{probes[int(cos.argmin())]!r}: cosine {cos.min():.5f} between alone and inside "
+            f"a batch of {len(batch)}"
+        )
+
+
+def test_text_vector_does_not_depend_on_the_other_texts_of_its_batch(fast_text: Encoder) -> None:
+    assert_vectors_independent_of_batch(fast_text)
+
+
+def test_first_onnx_build_is_announced_and_a_cached_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.encoders import text
+
+    shown: list[tuple[int | None, str]] = []
+
+    def recording(*, total: int | None, desc: str) -> object:
+        shown.append((total, desc))
+        return no_progress(total=total, desc=desc)
+
+    # The real export takes ~10 s; what is under test is only the announcement around it.
+    monkeypatch.setattr(text, "_export_fp32", lambda _src, target: target.write_bytes(b"onnx"))
+    first = text.build_onnx("onnx-fp32", cache=tmp_path, progress=recording)
+    assert first.read_bytes() == b"onnx"
+    assert shown == [(1, "building the text model onnx-fp32 (once, ~10 s)")]
+    assert text.build_onnx("onnx-fp32", cache=tmp_path, progress=recording) == first
+    assert len(shown) == 1
 
 
 # ---- registry ----------------------------------------------------------------------------------

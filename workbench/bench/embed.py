@@ -28,6 +28,7 @@ TEXT_VARIANTS = (
     "onnx-int8",
     "onnx-int8-fused",
     "onnx-int8-mixed",
+    "onnx-int8-block",
 )
 
 Progress = Callable[[str], None]

@@ -8,7 +8,8 @@ Two implementations: `MiniLMTorchEncoder`, the fp32 torch reference, and `MiniLM
 the fast one: the same weights exported locally to ONNX (torch.onnx.export, a computation on
 this machine, not a download), cached under `<WORKBENCH_HOME>/models/` next to a checksum of the
 source weights, optionally fused by ONNX Runtime's transformer optimizer and quantised to int8.
-Which variant is the default was chosen by `workbench bench embed-text` (see DEFAULT_VARIANT).
+Which variant is the default was chosen by measurement (see DEFAULT_VARIANT); an item's vector
+must not depend on the other texts of its batch, which rules out dynamic (per-batch) int8.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from workbench.config import get_settings
 from workbench.encoders.base import Encoder, l2_normalise, quiet_transformers
 from workbench.errors import WorkbenchError
+from workbench.progress import ProgressFactory, stderr_progress
 
 # Heavy libraries (torch, transformers, onnx, onnxruntime, tokenizers, the model package) are
 # imported inside the functions that use them, so the CLI starts without loading them.
@@ -125,6 +127,9 @@ class OnnxVariant:
     name: str
     fused: bool  # ONNX Runtime transformer optimizer: Attention, SkipLayerNorm, BiasGelu kernels
     quantised: bool  # dynamic int8, weights per output channel (activations quantised per batch)
+    # Weight-only style int8 (MatMulNBits, 8 bits, blocks of 32 along the input dimension): the
+    # activations are quantised per row and block inside the kernel, so batch-independent.
+    blockwise: bool = False
     # Layers whose feed-forward output projection stays fp32 (None: all layers when fused,
     # none otherwise). See _quantise for why that projection is the sensitive one.
     ffn2_fp32_layers: tuple[int, ...] | None = None
@@ -138,17 +143,28 @@ ONNX_VARIANTS = {
         OnnxVariant("onnx-int8", fused=False, quantised=True),
         OnnxVariant("onnx-int8-fused", fused=True, quantised=True),
         OnnxVariant("onnx-int8-mixed", fused=False, quantised=True, ffn2_fp32_layers=(0, 1, 2)),
+        OnnxVariant("onnx-int8-block", fused=False, quantised=False, blockwise=True),
     )
 }
-# Chosen by measurement on a quiet machine (benchmarks/embed-text-*.json: 3000 Davidson tweets;
-# and the ~200 varied sentences of tests/test_encoders.py): the fastest variant whose vectors
-# keep mean cosine >= 0.99 and minimum >= 0.97 against the fp32 torch reference on both.
-#   onnx-int8        ~360 texts/s, tweets mean 0.991 min 0.977, varied min 0.964 ("ok"): fails
-#   onnx-int8-mixed  ~306 texts/s, tweets mean 0.994 min 0.985, varied min 0.973
-#   onnx-int8-fused  ~207 texts/s, tweets mean 0.997 min 0.992
-# Keeping the FFN output fp32 in layers 0-1 only gave 339 texts/s but varied min 0.971, too
-# close to the bound; in the last layers instead of the first it barely helps (0.963).
-DEFAULT_VARIANT = "onnx-int8-mixed"
+# Dynamic int8 computes one activation scale per batch: an item's vector then depends on the
+# other texts of its batch (measured: alone vs inside 300 tweets, cosine min 0.983).
+BATCH_DEPENDENT_VARIANTS = frozenset(v.name for v in ONNX_VARIANTS.values() if v.quantised)
+# Chosen by measurement (issue #17; transformers 5.24, onnxruntime 1.32, torch 2.13, an AVX2 CPU
+# without VNNI, 2 threads, heavily loaded so speeds are ratios to onnx-fp32 in the same run):
+# the variant must be batch-independent (alone vs inside 300-350 shuffled tweets, cosine >=
+# 0.9999) and keep mean cosine >= 0.99, minimum >= 0.97 to fp32 torch on the ~200 varied
+# sentences of tests/test_encoders.py ("varied") and 1000 Davidson tweets.
+#   onnx-int8-mixed (dynamic, the old default)  varied min 0.964 ("lol"), batch min 0.983: fails
+#   onnx-int8 (dynamic)                          varied min 0.968, tweets min 0.978: fails
+#   static int8 QDQ, MinMax-calibrated scales    varied mean 0.930, min 0.775: fails
+#   per-token int8 (own graph, no fusion)        varied min 0.967; FFN output fp32 in layers 0-2
+#                                                0.970, in all layers 0.973; ~1.0x onnx-fp32
+#   onnx-int8-block (MatMulNBits 8 bit, b=32)    varied min 0.998, tweets min 0.999, batch-
+#                                                independent, but ~0.85x onnx-fp32 on this CPU
+#   onnx-fp32-fused                              exact, ~0.96x onnx-fp32
+#   onnx-fp32                                    exact (cosine 1.0000), batch-independent
+# Without VNNI no batch-independent int8 kernel beat fp32 MLAS here, so the default is fp32.
+DEFAULT_VARIANT = "onnx-fp32"
 DEFAULT_BATCH_SIZE = 64
 
 
@@ -282,14 +298,77 @@ def _quantise(
     os.replace(tmp, target)
 
 
+def _quantise_blockwise(source: Path, target: Path, *, block: int = 32) -> None:
+    """Every MatMul with a constant weight becomes MatMulNBits, 8 bits, symmetric per block of
+    `block` input rows (zero point 128, the default for 8 bits). accuracy_level 4 lets the
+    kernel quantise activations to int8 per row and block: no scale spans two texts."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in weights:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)  # [K, N]
+        k, n = w.shape
+        blocks = -(-k // block)
+        padded = np.zeros((n, blocks * block), dtype=np.float32)
+        padded[:, :k] = w.T
+        padded = padded.reshape(n, blocks, block)
+        scale = np.abs(padded).max(-1) / 127.0
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(padded / scale[..., None]), -127, 127) + 128
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(q.astype(np.uint8), f"{node.input[1]}.q8"),
+                numpy_helper.from_array(
+                    scale.reshape(-1).astype(np.float32), f"{node.input[1]}.s8"
+                ),
+            ]
+        )
+        nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                [node.input[0], f"{node.input[1]}.q8", f"{node.input[1]}.s8"],
+                list(node.output),
+                name=f"{node.name}/q8",
+                domain="com.microsoft",
+                K=k,
+                N=n,
+                bits=8,
+                block_size=block,
+                accuracy_level=4,
+            )
+        )
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    tmp = _atomic_target(target)
+    onnx.save(model, str(tmp))
+    os.replace(tmp, target)
+
+
 def build_onnx(
-    variant: str = DEFAULT_VARIANT, *, model_path: Path | None = None, cache: Path | None = None
+    variant: str = DEFAULT_VARIANT,
+    *,
+    model_path: Path | None = None,
+    cache: Path | None = None,
+    progress: ProgressFactory = stderr_progress,
 ) -> Path:
     """The ONNX file of `variant`, built once from the local weights and cached.
 
     Cached at `<cache>/all-MiniLM-L6-v2/<checksum of the source weights>/<variant>.onnx`; each
     file is written to a temporary name and renamed, so a crash or a concurrent build never
-    leaves a half-written model behind.
+    leaves a half-written model behind. A build (about 10 s) is announced through `progress`:
+    a first embed would otherwise look like a stall.
     """
     spec = ONNX_VARIANTS[variant]
     model_path = model_path or minilm_path()
@@ -300,21 +379,32 @@ def build_onnx(
     if target.is_file():
         return target
     quiet_transformers()
-    fp32 = folder / "onnx-fp32.onnx"
-    if not fp32.is_file():
-        _export_fp32(model_path, fp32)
-    base = fp32
-    if spec.fused:
-        base = folder / "onnx-fp32-fused.onnx"
-        if not base.is_file():
-            _fuse(fp32, base)
-    if spec.quantised:
-        _quantise(
-            base,
-            target,
-            keep_ffn_output_fp32=spec.fused,
-            ffn2_fp32_layers=spec.ffn2_fp32_layers,
-        )
+    steps = 1 + spec.fused + (spec.quantised or spec.blockwise)
+    bar = progress(total=steps, desc=f"building the text model {variant} (once, ~10 s)")
+    try:
+        fp32 = folder / "onnx-fp32.onnx"
+        if not fp32.is_file():
+            _export_fp32(model_path, fp32)
+        bar.update()
+        base = fp32
+        if spec.fused:
+            base = folder / "onnx-fp32-fused.onnx"
+            if not base.is_file():
+                _fuse(fp32, base)
+            bar.update()
+        if spec.quantised:
+            _quantise(
+                base,
+                target,
+                keep_ffn_output_fp32=spec.fused,
+                ffn2_fp32_layers=spec.ffn2_fp32_layers,
+            )
+            bar.update()
+        elif spec.blockwise:
+            _quantise_blockwise(base, target)
+            bar.update()
+    finally:
+        bar.close()
     (folder / "source.json").write_text(
         json.dumps(
             {
@@ -348,6 +438,7 @@ class MiniLMOnnxEncoder(Encoder):
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_tokens: int = MAX_TOKENS,
         threads: int | None = None,
+        progress: ProgressFactory = stderr_progress,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -358,7 +449,7 @@ class MiniLMOnnxEncoder(Encoder):
                 + ", ".join(sorted(ONNX_VARIANTS))
             )
         model_path = model_path or minilm_path()
-        self.onnx_path = build_onnx(variant, model_path=model_path, cache=cache)
+        self.onnx_path = build_onnx(variant, model_path=model_path, cache=cache, progress=progress)
         self.tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_tokens)
         pad_id = self.tokenizer.token_to_id("[PAD]") or 0
