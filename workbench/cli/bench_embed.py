@@ -26,7 +26,7 @@ def embed_text(
     limit: Annotated[int, typer.Option(help="Texts to embed (the first N rows).", min=1)] = 3000,
     variants: Annotated[
         str, typer.Option(help=f"Comma-separated, from: {', '.join(TEXT_VARIANTS)}.")
-    ] = "fp32,onnx-int8,onnx-int8-mixed,onnx-int8-fused",
+    ] = "fp32,onnx-fp32,onnx-int8-mixed,onnx-int8-block",
     threads: Annotated[int, typer.Option(help="torch threads (0 = library default).", min=0)] = 0,
     through_embed: Annotated[
         bool,
