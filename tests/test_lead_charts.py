@@ -19,9 +19,12 @@ from workbench.db.database import Database
 from workbench.db.models import EntryKind, QueueEntry, Role
 from workbench.errors import PermissionDenied, WorkbenchError
 from workbench.services.audit import Actor
+from workbench.services.auth import LocalPasswordAuthenticator, login
 from workbench.services.projects import create_project, get_project
 from workbench.services.quality import charts
 from workbench.services.quality.agreement import agreement_report, load_counted_labels
+from workbench.services.users import set_password
+from workbench.ui.state import TOKEN
 
 V, N, U = "hate", "none", "unsure"  # violating (policy hate), not violating, unsure
 ODD_NAME = "**cat**<b>x</b>"  # a reviewer name that Markdown or HTML would render
@@ -187,13 +190,18 @@ def _lead_page() -> None:
 
     from workbench.db.models import Role
     from workbench.services.auth import SessionUser
+    from workbench.ui.state import current_user
     from workbench.ui.views import lead
 
+    assert current_user() is not None, "the test's session must be live"
     me = SessionUser(
         user_id=st.session_state["lead_id"], name="lena", role=Role.lead, session_id=0,
         expires_at=datetime.now(UTC), items_reviewed=0,
     )  # fmt: skip
     lead.render(me, "p")
+
+
+LEAD_TOKENS: dict[int, str] = {}
 
 
 @pytest.fixture
@@ -215,7 +223,15 @@ def page_db(sqlite_db: Database) -> tuple[Database, int]:
             s, sqlite_db.settings, lab.project, pairable + items,
             np.vstack([agreement_vectors, vectors]),
         )  # fmt: skip
-        lead_id = lab.user("lena", Role.lead).id
+        lena = lab.user("lena", Role.lead)
+        set_password(s, lena, "lena-password-1", Actor.system())
+        lead_id = lena.id
+    with sqlite_db.sessions.begin() as s:
+        # Page actions resolve the browser's session again (ui.state.acting): a real one.
+        token, _ = login(
+            s, LocalPasswordAuthenticator(), {"user_name": "lena", "password": "lena-password-1"}
+        )
+    LEAD_TOKENS[lead_id] = token
     return sqlite_db, lead_id
 
 
@@ -229,6 +245,7 @@ def test_lead_page_draws_the_dashboard_and_keeps_user_text_inert(
     _, lead_id = page_db
     at = AppTest.from_function(_lead_page, default_timeout=60)
     at.session_state["lead_id"] = lead_id
+    at.session_state[TOKEN] = LEAD_TOKENS[lead_id]
     at.run()
     assert not at.exception, at.exception
     assert [h.value for h in at.header] == ["Agreement", "Suspected mislabels", "Audit trail"]
@@ -247,6 +264,7 @@ def test_lead_page_finds_mislabels_and_prepares_the_audit_csv(
     db, lead_id = page_db
     at = AppTest.from_function(_lead_page, default_timeout=120)
     at.session_state["lead_id"] = lead_id
+    at.session_state[TOKEN] = LEAD_TOKENS[lead_id]
     at.run()
     next(b for b in at.button if b.label == "Find suspected mislabels").click()
     at.run()
@@ -273,6 +291,7 @@ def test_lead_page_shows_a_refusal_as_text(page_db: tuple[Database, int]) -> Non
     _, lead_id = page_db
     at = AppTest.from_function(_lead_page, default_timeout=60)
     at.session_state["lead_id"] = lead_id
+    at.session_state[TOKEN] = LEAD_TOKENS[lead_id]
     at.run()
     at.date_input(key="audit_since").set_value(datetime(2026, 11, 5, tzinfo=UTC).date())
     at.date_input(key="audit_until").set_value(datetime(2026, 11, 1, tzinfo=UTC).date())
