@@ -49,7 +49,7 @@ LITE := WORKBENCH_DATABASE_URL=$(BENCH_SQLITE_URL)
 
 bench: $(STAMP)
 	$(BIN)/workbench bench embed-text --data $(DAVIDSON) --limit 3000 \
-		--variants fp32,onnx-int8,onnx-int8-mixed,onnx-int8-fused
+		--threads 2 --variants fp32,onnx-fp32,onnx-int8-mixed,onnx-int8-block
 	$(BIN)/workbench bench embed-media
 	$(BIN)/workbench bench knn
 	$(BIN)/workbench bench select --pool-size 1000000 --dim 384 --batch 100 --timeout 120 \
