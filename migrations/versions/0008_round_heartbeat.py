@@ -29,9 +29,9 @@ CHAMPION = sa.text("status = 'champion'")
 
 def upgrade() -> None:
     with op.batch_alter_table("training_rounds", schema=None) as batch_op:
-        batch_op.add_column(sa.Column(
-                "heartbeat_at", workbench.db.types.UTCDateTime(timezone=True), nullable=True
-            ))
+        batch_op.add_column(
+            sa.Column("heartbeat_at", workbench.db.types.UTCDateTime(timezone=True), nullable=True)
+        )
         batch_op.add_column(
             sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False)
         )
