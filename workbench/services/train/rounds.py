@@ -270,42 +270,43 @@ def run_claimed_round(
         return _current_status(db, round_id)
     except Exception as exc:
         detail = exc.message if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
-        with db.sessions.begin() as s:
-            try:
-                log.confirm_claim(s)
-            except RoundReclaimed:
-                return _current_status(db, round_id)
-            rnd = s.get_one(TrainingRound, round_id)
-            rnd.status, rnd.error, rnd.finished_at = RoundStatus.failed, detail, utcnow()
-            rnd.log = (rnd.log or "") + traceback.format_exc(limit=5)
-            record_event(
-                s,
-                Actor.system(),
-                "round.failed",
-                project_id=rnd.project_id,
-                entity_type="training_round",
-                entity_id=rnd.number,
-                details={"error": detail},
-            )
-        return RoundStatus.failed
+        return _finish(
+            db, round_id, log, RoundStatus.failed, {"error": detail},
+            error=detail, log_tail=traceback.format_exc(limit=5),
+        )  # fmt: skip
+    return _finish(
+        db, round_id, log, RoundStatus.succeeded, {"model_version_id": model_version_id},
+        progress=1.0, model_version_id=model_version_id,
+    )  # fmt: skip
+
+
+def _finish(
+    db: Database,
+    round_id: int,
+    log: RoundLog,
+    status: RoundStatus,
+    details: dict[str, object],
+    log_tail: str = "",
+    **fields: object,
+) -> RoundStatus:
+    """Record how an attempt ended, audited, unless another worker reclaimed the round meanwhile
+    (then the round's status is the new holder's, and this attempt writes nothing)."""
     with db.sessions.begin() as s:
         try:
             log.confirm_claim(s)
         except RoundReclaimed:
             return _current_status(db, round_id)
         rnd = s.get_one(TrainingRound, round_id)
-        rnd.status, rnd.finished_at, rnd.progress = RoundStatus.succeeded, utcnow(), 1.0
-        rnd.model_version_id = model_version_id
+        rnd.status, rnd.finished_at = status, utcnow()
+        for name, value in fields.items():
+            setattr(rnd, name, value)
+        if log_tail:
+            rnd.log = (rnd.log or "") + log_tail
         record_event(
-            s,
-            Actor.system(),
-            "round.succeeded",
-            project_id=rnd.project_id,
-            entity_type="training_round",
-            entity_id=rnd.number,
-            details={"model_version_id": model_version_id},
-        )
-    return RoundStatus.succeeded
+            s, Actor.system(), f"round.{status.value}", project_id=rnd.project_id,
+            entity_type="training_round", entity_id=rnd.number, details=details,
+        )  # fmt: skip
+    return status
 
 
 def run_round_job(db: Database, round_id: int, log: RoundLog) -> int | None:
