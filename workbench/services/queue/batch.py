@@ -40,6 +40,7 @@ from workbench.services.queue.lease import (
     labels,
     lease_key,
     leases,
+    lock_entries,
 )
 
 drafts = cast(Table, ReviewDraft.__table__)
@@ -208,6 +209,7 @@ def submit_batch(
     active = sorted(lid for lid in values if rows[lid].status == LeaseStatus.active)
     active_entries = [rows[lid].entry_id for lid in active]
     was_active = entries.c.id.in_(active_entries) if active_entries else false()
+    lock_entries(session, (rows[lid].entry_id for lid in values))
     counted = {
         entry_id
         for (entry_id,) in session.execute(

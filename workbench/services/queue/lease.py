@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -71,6 +72,23 @@ def lease_key(lease_id: int) -> str:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def lock_entries(session: Session, entry_ids: Iterable[int]) -> None:
+    """Lock queue entries in ascending id order before a statement that changes several.
+
+    Why: Postgres locks the rows of `UPDATE ... WHERE id IN (...)` in whatever order its scan
+    meets them, so two transactions counting overlapping entries (two reviewers of one overlap
+    item, a submit beside a reclaim) can each hold a row the other waits for: a deadlock, and
+    one of them fails. Every multi-entry write takes its locks here first, in one global order,
+    so they queue instead. (SQLite has one writer at a time; nothing to do there.)
+    """
+    ids = sorted(set(entry_ids))
+    if ids and is_postgres(session):
+        session.execute(
+            select(entries.c.id).where(entries.c.id.in_(ids)).order_by(entries.c.id)
+            .with_for_update()
+        )  # fmt: skip
 
 
 def _insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -206,6 +224,7 @@ def reclaim_expired_batch(session: Session, project_id: int, now: datetime) -> i
         .returning(leases.c.entry_id)
     ).all()
     slots = Counter(entry_id for (entry_id,) in flipped)
+    lock_entries(session, slots)
     by_count: dict[int, list[int]] = defaultdict(list)
     for entry_id, n in slots.items():
         by_count[n].append(entry_id)
