@@ -1,0 +1,1 @@
+"""EU DSA reporting: enforcement decisions, appeals, statements of reasons, transparency report."""
