@@ -168,6 +168,26 @@ ROWS: dict[str, Rows] = {
              "retired_by": None},
         ]),
     ],
+    "0015_enforcement_decisions": [
+        ("enforcement_decisions", [
+            {"id": 1, "project_id": 1, "item_id": 1, "puid": "wb-1-1", "origin": "label",
+             "label_id": 1, "adjudication_id": None, "scan_ref": None, "decided_by": "lead",
+             "decided_by_user_id": None, "policy_code": "hate", "policy_version_id": 1,
+             "restriction": "removed", "restriction_other": None, "ground": "incompatible",
+             "legal_ground": None, "terms_clause": "Terms 4.1", "ground_explanation": "e",
+             "category": "ILLEGAL_OR_HARMFUL_SPEECH", "content_types": ["text"],
+             "content_date": "2026-01-01", "application_date": "2026-01-02",
+             "territorial_scope": ["DE"], "language": "en", "facts": "f",
+             "automated_detection": False, "automated_decision": "not",
+             "source_type": "voluntary", "created_at": T0, "revoked_at": None,
+             "revoked_reason": None},
+        ]),
+        ("decision_appeals", [
+            {"id": 1, "project_id": 1, "decision_id": 1, "complaint": "c", "filed_by": "u",
+             "filed_at": T0, "status": "upheld", "queue_entry_id": None, "decided_at": T0,
+             "decided_by": "lead", "decided_by_user_id": None, "label_id": None, "note": "n"},
+        ]),
+    ],
 }
 # fmt: on
 

@@ -124,6 +124,9 @@ class PolicySpec(BaseModel):
     guideline: str = Field(min_length=1)
     severity_scale: list[SeverityLevel] = Field(default_factory=list)
     dsa_category: str | None = None
+    # The default action on a violation, for EU DSA decisions (services/report/decisions.py):
+    # restriction, ground ("illegal" or "incompatible"), terms_clause, legal_ground, explanation.
+    dsa_enforcement: dict[str, str] | None = None
 
     @field_validator("severity_scale")
     @classmethod

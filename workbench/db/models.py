@@ -133,6 +133,10 @@ class Policy(Base):
     # [{"level": 1, "name": "low", "description": "..."}, ...]
     severity_scale: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     dsa_category: Mapped[str | None] = mapped_column(String(80))
+    # The default enforcement of a violation: {"restriction": "removed", "ground":
+    # "incompatible", "terms_clause": ..., "legal_ground": ..., "explanation": ...} (services/
+    # report/decisions.py); None: the workbench's defaults.
+    dsa_enforcement: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     policy_version: Mapped[PolicyVersion] = relationship(back_populates="policies")
 
@@ -647,3 +651,96 @@ class Adjudication(Base):
     closed_by: Mapped[str | None] = mapped_column(String(128))
     closed_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# Enforcement decisions
+
+
+class DecisionOrigin(StrEnum):
+    label = "label"  # a reviewer's violating label
+    adjudication = "adjudication"  # a lead's final decision on a case
+    scan = "scan"  # an automated scan blocked the item
+    lead = "lead"  # a lead recorded a decision by hand
+
+
+class EnforcementDecision(Base):
+    """One action taken on one item, as the EU DSA's statement of reasons describes it.
+
+    Made once, when the action is taken, with a platform-unique id (`puid`) that never changes:
+    the statement sent to the Transparency Database and any later complaint name it. A lead's
+    override changes restriction or ground in place (audited, before and after); a reversal
+    (appeal, correction, adjudication) sets `revoked_at`, the row stays.
+    """
+
+    __tablename__ = "enforcement_decisions"
+    __table_args__ = (
+        Index("ix_enforcement_decisions_project_applied", "project_id", "application_date"),
+        Index("ix_enforcement_decisions_item", "item_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    puid: Mapped[str] = mapped_column(String(500), unique=True)
+    origin: Mapped[DecisionOrigin] = mapped_column(_enum(DecisionOrigin, "decision_origin"))
+    label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id", ondelete="SET NULL"))
+    adjudication_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adjudications.id", ondelete="SET NULL")
+    )
+    # The scan's own reference (a match id, a hash list name): the scan code names it.
+    scan_ref: Mapped[str | None] = mapped_column(String(200))
+    decided_by: Mapped[str] = mapped_column(String(128))
+    decided_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    policy_code: Mapped[str | None] = mapped_column(String(64))
+    policy_version_id: Mapped[int | None] = mapped_column(ForeignKey("policy_versions.id"))
+    # services/report/decisions.py RESTRICTIONS: removed, disabled, ..., account_terminated.
+    restriction: Mapped[str] = mapped_column(String(40))
+    restriction_other: Mapped[str | None] = mapped_column(Text)
+    ground: Mapped[str] = mapped_column(String(16))  # "illegal" or "incompatible"
+    legal_ground: Mapped[str | None] = mapped_column(Text)
+    terms_clause: Mapped[str | None] = mapped_column(Text)
+    ground_explanation: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(String(80))  # STATEMENT_CATEGORY_... without prefix
+    content_types: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    content_date: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD
+    application_date: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD
+    territorial_scope: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    language: Mapped[str | None] = mapped_column(String(35))
+    facts: Mapped[str] = mapped_column(Text)
+    automated_detection: Mapped[bool] = mapped_column(Boolean)
+    automated_decision: Mapped[str] = mapped_column(String(16))  # fully, partially, not
+    source_type: Mapped[str] = mapped_column(String(32))  # voluntary, article_16, ...
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AppealStatus(StrEnum):
+    open = "open"
+    upheld = "upheld"
+    reversed = "reversed"
+
+
+class DecisionAppeal(Base):
+    """A complaint against a decision (DSA art. 20): re-reviewed by someone who did not decide."""
+
+    __tablename__ = "decision_appeals"
+    __table_args__ = (Index("ix_decision_appeals_project_filed", "project_id", "filed_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    decision_id: Mapped[int] = mapped_column(
+        ForeignKey("enforcement_decisions.id", ondelete="CASCADE")
+    )
+    complaint: Mapped[str] = mapped_column(Text)
+    filed_by: Mapped[str] = mapped_column(String(128))
+    filed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[AppealStatus] = mapped_column(_enum(AppealStatus, "appeal_status"))
+    queue_entry_id: Mapped[int | None] = mapped_column(
+        ForeignKey("queue_entries.id", ondelete="SET NULL")
+    )
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id", ondelete="SET NULL"))
+    note: Mapped[str | None] = mapped_column(Text)

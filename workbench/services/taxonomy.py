@@ -125,6 +125,7 @@ def add_policy_version(
                 guideline=p.guideline,
                 severity_scale=[s.model_dump() for s in p.severity_scale],
                 dsa_category=p.dsa_category,
+                dsa_enforcement=p.dsa_enforcement,
             )
         )
     session.add(pv)
@@ -154,6 +155,7 @@ def policy_version_as_dict(pv: PolicyVersion) -> dict[str, Any]:
                 "guideline": p.guideline,
                 "severity_scale": p.severity_scale,
                 "dsa_category": p.dsa_category,
+                "dsa_enforcement": p.dsa_enforcement,
             }
             for p in pv.policies
         ],

@@ -32,6 +32,7 @@ from workbench.services.labels.validate import (
     media_durations,
     policy_rules,
 )
+from workbench.services.report.hooks import labels_recorded
 
 K = TypeVar("K")  # the caller's handle of each label of a batch (the queue: a lease id)
 
@@ -222,6 +223,8 @@ def record_label(
             entity_id=label.id,
             details=recorded_details(item.external_id, reviewer, data, source),
         )
+    # Enforcement decisions and appeals follow the judgement (services/report/hooks.py).
+    labels_recorded(session, [label.id], actor)
     return label, True
 
 
@@ -352,4 +355,5 @@ def insert_labels(
                 for h, label_id in ids.items()
             ],
         )
+        labels_recorded(session, ids.values(), actor)
     return ids

@@ -49,6 +49,7 @@ from workbench.services.quality.gold import (
     checked_answer,
     gold_answers,
 )
+from workbench.services.report.hooks import adjudication_resolved
 
 NO_VIOLATION = "none"
 # Slices whose alpha is judged: who labelled (reviewer) and when (week) are about the people
@@ -477,6 +478,8 @@ def resolve_case(
         details={"item_id": case.item_id, "external_id": external_id, **answer.as_dict(),
                  "note": case.note, "reason": case.reason.value, "policy_version": pv.version},
     )  # fmt: skip
+    # The final decision is an enforcement decision (or reverses one): services/report/hooks.py.
+    adjudication_resolved(session, case, actor)
     return _case_dict(case, external_id)
 
 
