@@ -10,6 +10,7 @@ from workbench.cli import (
     bench,
     db,
     demo,
+    dsa,
     embed,
     gold,
     ingest,
@@ -43,6 +44,7 @@ app.add_typer(taxonomy.app, name="taxonomy")
 app.add_typer(user.app, name="user")
 app.add_typer(media.app, name="media")
 app.add_typer(bench.app, name="bench")
+app.add_typer(dsa.app, name="dsa")
 ingest.register(app)
 labels.register(app)
 embed.register(app)
