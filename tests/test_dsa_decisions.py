@@ -245,3 +245,25 @@ def test_the_decider_cannot_decide_the_appeal_by_hand(db: Database) -> None:
         assert entry is not None and entry.status.value == "cancelled"
         with pytest.raises(WorkbenchError, match="already"):
             appeals.decide_appeal(s, p, actor(lena), appeal.id, "upheld", "x")
+
+
+def test_the_demo_makes_a_few_decisions_and_a_decided_appeal_once(db: Database) -> None:
+    from workbench.services.demo import DEMO_DECISIONS, demo_decisions
+
+    with db.sessions.begin() as s:
+        p = make_project(s, "demo")
+        items = make_items(s, p, [f"t{k}" for k in range(8)])
+        alice = make_user(s, "alice")
+        make_user(s, "lena", Role.lead)
+        for k, item in enumerate(items):
+            data = parse_label_input({"decision": "violating", "policies": ["spam"],
+                                      "rationale": "r", "idempotency_key": f"imp{k}"})  # fmt: skip
+            record_label(s, p, item, alice, data, source=LabelSource.import_, actor=Actor.system())
+        assert all_decisions(s) == []  # imported labels make none by themselves
+        made = demo_decisions(s, p, Actor.system())
+        assert made == DEMO_DECISIONS + 1
+        rows = all_decisions(s)
+        assert len(rows) == DEMO_DECISIONS
+        (appeal,) = s.scalars(select(appeals.DecisionAppeal))
+        assert appeal.status == AppealStatus.upheld and appeal.decided_by == "lena"
+        assert demo_decisions(s, p, Actor.system()) == 0

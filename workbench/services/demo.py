@@ -16,13 +16,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from workbench.db.database import Database
-from workbench.db.models import Project, Role, User
+from workbench.db.models import EnforcementDecision, Project, Role, User
 from workbench.errors import WorkbenchError
 from workbench.progress import no_progress
 from workbench.services.audit import Actor
 from workbench.services.ingest.write import ingest_path
 from workbench.services.labels.import_ import import_labels
 from workbench.services.projects import get_or_create_project, get_project
+from workbench.services.report.appeals import decide_appeal, file_appeal
+from workbench.services.report.decisions import backfill_decisions
 from workbench.services.select.batch import select_batch
 from workbench.services.status import project_status
 from workbench.services.train.rounds import run_round_now
@@ -114,6 +116,27 @@ def ensure_demo_users(db: Database, actor: Actor) -> list[dict[str, str]]:
     return out
 
 
+DEMO_DECISIONS = 6
+
+
+def demo_decisions(session: Session, project: Project, actor: Actor) -> int:
+    """A few enforcement decisions from the imported labels and one complaint, decided by the
+    lead, so the DSA statements and report have something to show. Idempotent."""
+    if session.scalar(select(EnforcementDecision.id).where(
+            EnforcementDecision.project_id == project.id).limit(1)) is not None:  # fmt: skip
+        return 0
+    made = backfill_decisions(session, project, actor, limit=DEMO_DECISIONS)
+    if not made:
+        return 0
+    appeal = file_appeal(
+        session, project, actor, made[0].puid, "The account holder says this was a joke."
+    )
+    lead = session.scalar(select(User).where(User.name == "lena"))
+    decider = Actor.for_user(lead.name, lead.id, lead.role) if lead else actor
+    decide_appeal(session, project, decider, appeal.id, "upheld", "Re-reviewed: the call stands.")
+    return len(made) + 1
+
+
 def run_demo(
     db: Database,
     fixtures: Path,
@@ -152,6 +175,9 @@ def run_demo(
     if queued == 0:
         sel = select_batch(db, DEMO_PROJECT, None, 20, actor)
         say(f"select: queued {sel['queued']} items ({sel['by_strategy']})")
+    with db.sessions.begin() as s:
+        made = demo_decisions(s, get_project(s, DEMO_PROJECT), actor)
+    say(f"dsa: {made} enforcement decision(s) and appeal(s) made")
     with db.sessions() as s:
         status = project_status(s, get_project(s, DEMO_PROJECT))
     return {"project": DEMO_PROJECT, "status": status, "users": users}
