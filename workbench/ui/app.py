@@ -23,6 +23,7 @@ PAGES: tuple[tuple[Role, str, str], ...] = (
     (Role.lead, "Lead", "lead"),
     (Role.lead, "Adjudication", "adjudication"),
     (Role.lead, "Gold", "gold"),
+    (Role.lead, "DSA report", "report"),
     (Role.engineer, "Engineer", "engineer"),
     (Role.admin, "Admin", "admin"),
 )

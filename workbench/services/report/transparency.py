@@ -19,7 +19,7 @@ import io
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -29,8 +29,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from statsmodels.stats.proportion import proportion_confint
 
-from workbench.db.models import AppealStatus, Item, ModelVersion, Project
+from workbench.db.models import AppealStatus, Item, ModelVersion, Project, Role
 from workbench.errors import WorkbenchError
+from workbench.services.audit import Actor, require_role
 from workbench.services.report.appeals import appeals_between
 from workbench.services.report.decisions import (
     AUTOMATED_DECISIONS,
@@ -516,3 +517,26 @@ def write_report(
         "rows": len(report.rows),
         "files": sorted(str(out_dir / n) for n in files),
     }
+
+
+def default_period(session: Session, project: Project) -> str:
+    """The months that hold the project's decisions (first day of the first to the last day
+    of the last), or the current month when there are none: what the report page opens on."""
+    days = sorted(d.application_date for d in decisions_between(session, project))
+    today = date.today()
+    first = date.fromisoformat(days[0]) if days else today
+    last = date.fromisoformat(days[-1]) if days else today
+    start = first.replace(day=1)
+    following = (last.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return f"{start.isoformat()}/{(following - timedelta(days=1)).isoformat()}"
+
+
+def report_for_page(
+    session: Session, project: Project, actor: Actor, period: str, service: str | None = None
+) -> tuple[Report, dict[str, bytes]]:
+    """The report and its files (CSV and the draft) for leads and admins."""
+    require_role(actor, Role.lead, action="view the DSA transparency report")
+    report = build_report(session, project, period, service)
+    files = report.csv_files()
+    files["qualitative_accuracy_draft.md"] = qualitative_draft(report).encode()
+    return report, files
