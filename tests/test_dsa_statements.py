@@ -95,3 +95,26 @@ def test_an_invalid_statement_is_named_and_nothing_is_written(
     problems = json.loads(result.stdout)["problems"]
     assert {p["external_id"] for p in problems} == set(bad)
     assert out.read_text() == "earlier export\n" and not batches.exists()
+
+
+def test_the_cli_lists_overrides_and_takes_complaints(cli: Any, home: Path, tmp_path: Path) -> None:
+    _seed(2)
+    listed = cli.json("dsa", "decisions", "-p", "p")["decisions"]
+    assert [d["restriction"] for d in listed] == ["demoted", "demoted"]
+    puid = listed[0]["puid"]
+    missing = cli("dsa", "override", "-p", "p", puid, "--ground", "illegal", "--note", "law")
+    assert missing.exit_code == 1 and "legal_ground" in missing.stderr
+    changed = cli.json("dsa", "override", "-p", "p", puid, "--ground", "illegal",
+                       "--legal-ground", "§ 263 StGB", "--restriction", "removed",
+                       "--note", "fraud")  # fmt: skip
+    assert (changed["ground"], changed["restriction"]) == ("illegal", "removed")
+    appeal = cli.json("dsa", "appeal", "-p", "p", puid, "--complaint", "not fraud")
+    assert appeal["status"] == "open" and appeal["queue_entry_id"]
+    bad = cli("dsa", "appeal-decide", "-p", "p", str(appeal["id"]), "--outcome", "maybe",
+              "--note", "x")  # fmt: skip
+    assert bad.exit_code == 1 and "upheld" in bad.stderr
+    done = cli.json("dsa", "appeal-decide", "-p", "p", str(appeal["id"]), "--outcome",
+                    "reversed", "--note", "a satire account")  # fmt: skip
+    assert done["status"] == "reversed"
+    out = tmp_path / "sor.jsonl"
+    assert cli.json("dsa", "statements", "-p", "p", "--out", out)["statements"] == 1
