@@ -11,6 +11,7 @@ after), and a reversal (`revoked_at`, by an appeal, a correction or an adjudicat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -263,8 +264,9 @@ def decide_from_label(
     policy = _policy(session, label.policy_version_id, code)
     title = policy.title if policy else "the terms of service"
     facts = f"A reviewer judged the content to break the policy {title}."
-    if (label.rationale or "").strip():
-        facts += f" Reviewer's rationale: {label.rationale.strip()}"
+    rationale = (label.rationale or "").strip()
+    if rationale:
+        facts += f" Reviewer's rationale: {rationale}"
     row = _new_decision(
         project_id=label.project_id, item=item, origin=DecisionOrigin.label, ref=label.id,
         policy=policy, policy_code=code, decided_by=label.reviewer.name,
@@ -292,8 +294,9 @@ def decide_from_adjudication(
     policy = _policy(session, case.policy_version_id, code)
     title = policy.title if policy else "the terms of service"
     facts = f"After reviewers disagreed, a lead decided the content breaks the policy {title}."
-    if (case.note or "").strip():
-        facts += f" Lead's note: {case.note.strip()}"
+    note = (case.note or "").strip()
+    if note:
+        facts += f" Lead's note: {note}"
     row = _new_decision(
         project_id=case.project_id, item=item, origin=DecisionOrigin.adjudication, ref=case.id,
         policy=policy, policy_code=code, decided_by=case.closed_by or actor.name,
@@ -405,7 +408,7 @@ def override_decision(
     project: Project,
     actor: Actor,
     puid: str,
-    changes: dict[str, str | None],
+    changes: Mapping[str, str | None],
     note: str,
 ) -> dict[str, Any]:
     """A lead changes one decision's restriction or ground; audited with before and after."""

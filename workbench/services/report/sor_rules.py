@@ -407,7 +407,6 @@ LANGUAGE_CODES: tuple[str, ...] = (
     "ZU",
 )
 
-YES_NO_FIELDS = ("automated_detection", "incompatible_content_illegal")
 RESTRICTION_FIELDS = (
     "decision_visibility",
     "decision_monetary",

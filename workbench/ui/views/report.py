@@ -76,8 +76,7 @@ def render(me: SessionUser, project_name: str) -> None:
     st.dataframe(table, hide_index=True)
 
     st.subheader("Files")
-    cols = st.columns(len(files))
-    for col, (name, data) in zip(cols, sorted(files.items()), strict=True):
+    for col, (name, data) in zip(st.columns(len(files)), sorted(files.items()), strict=True):
         mime = "text/markdown" if name.endswith(".md") else "text/csv"
         col.download_button(name, data, file_name=name, mime=mime)
     with st.expander("Draft: qualitative description of accuracy (edit before publishing)"):
