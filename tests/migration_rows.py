@@ -168,6 +168,27 @@ ROWS: dict[str, Rows] = {
              "retired_by": None},
         ]),
     ],
+    "0011_hash_banks": [
+        ("hash_banks", [
+            {"id": 1, "name": "KNOWN_BAD", "action": "block", "matching_enabled_ratio": 1.0,
+             "disabled": False, "disabled_until": None, "version": 3, "created_by": "system",
+             "created_at": T0, "updated_at": LATER},
+            {"id": 2, "name": "TRIAL_REVIEW", "action": "review", "matching_enabled_ratio": 0.25,
+             "disabled": True, "disabled_until": LATER, "version": 1, "created_by": "lead",
+             "created_at": T0, "updated_at": T0},
+        ]),
+        ("hash_bank_contents", [
+            {"id": 1, "bank_id": 1, "signal_type": "pdq", "signal": "f" * 64,
+             "signal_key": "f" * 64, "content_id": "c1", "note": "n", "quality": 100,
+             "disabled_until": None, "created_by": "system", "created_at": T0},
+            {"id": 2, "bank_id": 1, "signal_type": "sha256", "signal": "a" * 64,
+             "signal_key": "a" * 64, "content_id": None, "note": None, "quality": None,
+             "disabled_until": LATER, "created_by": "system", "created_at": T0},
+            {"id": 3, "bank_id": 2, "signal_type": "vpdq", "signal": ("0" * 64 + "\n") * 3,
+             "signal_key": "b" * 64, "content_id": "v1", "note": None, "quality": 90,
+             "disabled_until": None, "created_by": "lead", "created_at": T0},
+        ]),
+    ],
 }
 # fmt: on
 
