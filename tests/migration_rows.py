@@ -189,6 +189,29 @@ ROWS: dict[str, Rows] = {
              "disabled_until": None, "created_by": "lead", "created_at": T0},
         ]),
     ],
+    "0012_scan_api": [
+        ("api_keys", [
+            {"id": 1, "name": "uploader", "key_hash": "c" * 64, "scopes": ["scan"],
+             "created_by": "system", "created_at": T0, "revoked_at": None, "last_used_at": LATER},
+            {"id": 2, "name": "old", "key_hash": "d" * 64, "scopes": ["scan", "banks"],
+             "created_by": "system", "created_at": T0, "revoked_at": LATER, "last_used_at": None},
+        ]),
+        ("scans", [
+            {"id": 1, "project_id": 1, "source": "api", "external_id": "up-1", "item_id": 1,
+             "decision": "review", "reasons": [{"source": "model", "policy": "hate",
+             "score": 0.7, "threshold": 0.5, "model_version": 1}],
+             "automated_detection": True, "automated_decision": False, "degraded": False,
+             "model_version_id": None, "latency_ms": 12.5, "api_key_id": 1, "created_at": T0},
+            {"id": 2, "project_id": 1, "source": "sweep", "external_id": None, "item_id": None,
+             "decision": "allow", "reasons": [], "automated_detection": False,
+             "automated_decision": True, "degraded": True, "model_version_id": None,
+             "latency_ms": None, "api_key_id": None, "created_at": LATER},
+        ]),
+        ("scan_sweeps", [
+            {"id": 1, "project_id": 1, "since": T0, "last_item_id": 3,
+             "counts": {"allow": 2, "review": 1}, "started_at": T0, "finished_at": None},
+        ]),
+    ],
 }
 # fmt: on
 

@@ -716,3 +716,71 @@ class HashBankContent(Base):
     disabled_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Scan API
+
+
+class ScanDecision(StrEnum):
+    allow = "allow"
+    review = "review"  # held for a person: the item is queued ahead of active-learning entries
+    block = "block"
+
+
+class ApiKey(Base):
+    """A key for the HTTP API. Only the sha256 of the token is stored: tokens are 256 random
+    bits, so a plain hash cannot be reversed, and a leaked table cannot be replayed."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Stamped at most once a minute (with an audit event), not on every request.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Scan(Base):
+    """One scan decision (API or catalogue sweep): what, when, why, and how automated."""
+
+    __tablename__ = "scans"
+    __table_args__ = (Index("ix_scans_project_created", "project_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(16))  # api or sweep
+    external_id: Mapped[str | None] = mapped_column(String(512))
+    # The item the scan is about: a swept item, or the item a review decision ingested.
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="SET NULL"))
+    decision: Mapped[ScanDecision] = mapped_column(_enum(ScanDecision, "scan_decision"))
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    # For transparency reports (DSA art. 15/24): was the content found, and decided, by a machine?
+    automated_detection: Mapped[bool] = mapped_column(Boolean)
+    automated_decision: Mapped[bool] = mapped_column(Boolean)
+    degraded: Mapped[bool] = mapped_column(Boolean, default=False)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScanSweep(Base):
+    """A catalogue sweep of one project (`workbench scan`): its checkpoint, so a rerun resumes."""
+
+    __tablename__ = "scan_sweeps"
+    __table_args__ = (Index("ix_scan_sweeps_project", "project_id", "finished_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Items are swept in id order; every item up to this id is done.
+    last_item_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
