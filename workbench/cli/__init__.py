@@ -7,6 +7,7 @@ import typer
 from workbench.cli import (
     adjudicate,
     agreement,
+    bank,
     bench,
     db,
     demo,
@@ -43,6 +44,7 @@ app.add_typer(taxonomy.app, name="taxonomy")
 app.add_typer(user.app, name="user")
 app.add_typer(media.app, name="media")
 app.add_typer(bench.app, name="bench")
+app.add_typer(bank.app, name="bank")
 ingest.register(app)
 labels.register(app)
 embed.register(app)

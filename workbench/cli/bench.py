@@ -18,11 +18,13 @@ def _register_all() -> None:
         bench_browser,
         bench_embed,
         bench_index,
+        bench_pdq,
         bench_queue,
     )
 
     for module in (bench_embed, bench_index, bench_al, bench_agreement, bench_queue, bench_browser):
         module.register(app)
+    bench_pdq.register(app)
 
 
 _register_all()

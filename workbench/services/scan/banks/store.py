@@ -8,17 +8,19 @@ import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from workbench.config import IngestLimits
 from workbench.db.models import BankAction, HashBank, HashBankContent, SignalType
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, Problem, WorkbenchError
 from workbench.services.audit import Actor, record_event
+from workbench.services.ingest.media import probe_media, sniff_file
 from workbench.services.scan.banks.signals import Signal, SignalError, hashers_for, parse_signal
 
 BANK_NAME = re.compile(r"^[A-Z0-9_]+$")
@@ -236,6 +238,48 @@ def add_file(
         },
     )
     return rows
+
+
+def add_path(
+    session: Session,
+    actor: Actor,
+    name: str,
+    path: Path,
+    *,
+    content_id: str | None = None,
+    note: str | None = None,
+    limits: IngestLimits | None = None,
+) -> list[HashBankContent]:
+    """Add a file from disk: its type sniffed from its bytes; a supported image or video is first
+    checked with the ingest limits (size, decompression bombs, duration), any other file is
+    banked by its exact hashes only."""
+    if not path.is_file():
+        raise WorkbenchError(f"{path}: no such file")
+    sniffed = sniff_file(path)
+    if sniffed.media_type is None:
+        media_type = "application/octet-stream"
+        limits = limits or IngestLimits()
+        if path.stat().st_size > limits.max_file_bytes:
+            raise WorkbenchError(f"{path}: over the limit of {limits.max_file_bytes} bytes")
+    else:
+        media_type = probe_media(path, limits or IngestLimits()).mime_type
+    try:
+        return add_file(
+            session, actor, name, path.read_bytes(), media_type, content_id=content_id, note=note
+        )
+    except SignalError as exc:
+        raise SignalError(f"{path}: {exc.message}") from exc
+
+
+def parse_until(text: str) -> datetime:
+    """An ISO date or date-time for `disabled_until`; one without a zone is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise WorkbenchError(
+            f"{text!r} is not a date: use ISO 8601, e.g. 2026-12-31 or 2026-12-31T18:00:00+01:00"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def add_signal(
