@@ -7,6 +7,8 @@ import typer
 from workbench.cli import (
     adjudicate,
     agreement,
+    api,
+    apikey,
     bank,
     bench,
     db,
@@ -45,6 +47,7 @@ app.add_typer(user.app, name="user")
 app.add_typer(media.app, name="media")
 app.add_typer(bench.app, name="bench")
 app.add_typer(bank.app, name="bank")
+app.add_typer(apikey.app, name="apikey")
 ingest.register(app)
 labels.register(app)
 embed.register(app)
@@ -56,6 +59,7 @@ agreement.register(app)
 adjudicate.register(app)
 gold.register(app)
 quality.register(app)
+api.register(app)
 
 
 @app.command()
