@@ -20,6 +20,7 @@ from workbench.cli import (
     media,
     project,
     quality,
+    scan,
     select,
     serve,
     taxonomy,
@@ -60,6 +61,7 @@ adjudicate.register(app)
 gold.register(app)
 quality.register(app)
 api.register(app)
+scan.register(app)
 
 
 @app.command()
