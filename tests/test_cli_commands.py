@@ -87,6 +87,12 @@ USAGE: dict[str, list[str]] = {
     "bank disable": [],
     "bank enable": [],
     "bench pdq": ["--n", "10"],
+    "api": ["--port", "http"],
+    "apikey create": ["k"],  # --scope missing
+    "apikey list": ["extra"],
+    "apikey revoke": [],
+    "scan": [],  # --project missing
+    "bench scan": ["--clients", "0"],
 }
 
 NOT_A_DATABASE = "file is not a database"
@@ -158,9 +164,15 @@ BAD_INPUT: dict[str, tuple[list[str], str]] = {
     "bank disable": (["NOPE", "--until", "soon"], "'soon' is not a date"),
     "bank enable": (["NOPE"], "no bank named 'NOPE'"),
     "bench pdq": (["--n", "1000", "--queries", "3000"], "raise --n"),
+    "api": ([], NOT_A_DATABASE),
+    "apikey create": (["k", "--scope", "admin"], "unknown scope 'admin'"),
+    "apikey list": ([], NOT_A_DATABASE),
+    "apikey revoke": (["nobody"], "no API key named 'nobody'"),
+    "scan": (["-p", "nope"], NO_PROJECT),
+    "bench scan": (["--data", "{tmp}/texts.csv"], "texts.csv: no such file"),
 }
 BROKEN_DATABASE = {c for c, (_, needle) in BAD_INPUT.items() if needle == NOT_A_DATABASE}
-NO_JSON_FLAG = {"serve", "worker"}  # long-running: they print no result object
+NO_JSON_FLAG = {"serve", "worker", "api"}  # long-running: they print no result object
 
 # Commands whose every input is checked by click (ranges, choices): nothing reaches them that
 # could be bad beyond their usage.
@@ -270,6 +282,15 @@ HAPPY: dict[str, tuple[str, str]] = {
         "test_banks_cli.py",
         "test_bench_pdq_writes_results_with_recall_against_brute_force",
     ),
+    "api": ("test_api_cli.py", "test_workbench_api_serves_health_and_scans"),
+    "apikey create": ("test_apikeys.py", "test_apikey_create_list_revoke"),
+    "apikey list": ("test_apikeys.py", "test_apikey_create_list_revoke"),
+    "apikey revoke": ("test_apikeys.py", "test_apikey_create_list_revoke"),
+    "scan": (
+        "test_scan_sweep.py",
+        "test_scan_cli_sweeps_and_a_rerun_after_it_finished_starts_over",
+    ),
+    "bench scan": ("test_scan_bench.py", "test_bench_scan_reports_latency_and_loses_no_record"),
 }
 
 

@@ -96,8 +96,20 @@ def test_a_sweep_cut_short_resumes_after_its_last_committed_batch(swept_db: Data
         assert s.scalar(select(ScanSweep.finished_at)) is not None
 
 
-def test_scan_cli_dry_run_json(cli) -> None:  # type: ignore[no-untyped-def]
-    cli.json("project", "create", "q")
-    result = cli.json("scan", "-p", "q", "--dry-run")
-    assert result["items"] == 0 and result["dry_run"] is True
+def test_scan_cli_sweeps_and_a_rerun_after_it_finished_starts_over(cli) -> None:  # type: ignore[no-untyped-def]
+    from workbench.db.database import open_database
+
+    db = open_database()
+    try:
+        with db.sessions.begin() as s:
+            make_items(s, make_project(s, "q"), ["one", "two", "three"])
+        dry = cli.json("scan", "-p", "q", "--dry-run")
+        assert dry["items"] == 3 and dry["decisions"]["allow"] == 3 and _count(db, Scan) == 0
+        first = cli.json("scan", "-p", "q")
+        assert first["model_status"] == "no_champion" and first["totals"]["items"] == 3
+        second = cli.json("scan", "-p", "q", "--since", "2000-01-01")
+        assert second["items"] == 3 and second["resumed_after_item"] == 0
+        assert _count(db, Scan) == 6 and _count(db, ScanSweep) == 2
+    finally:
+        db.dispose()
     assert "not a date" in cli.json("scan", "-p", "q", "--since", "yesterday", expect=1)["error"]

@@ -7,6 +7,7 @@ when the deadline is short the answer still carries what the banks said.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +82,9 @@ class Scanner:
     def __init__(self, db: Database, scorer: ChampionScorer, *, score_workers: int = 4) -> None:
         self.db = db
         self.scorer = scorer
+        # Read once: building the pydantic settings object from the environment costs
+        # milliseconds, which a text scan cannot spare.
+        self.limits = db.settings.ingest_limits()
         self._pool = ThreadPoolExecutor(max_workers=score_workers, thread_name_prefix="scan-score")
 
     def close(self) -> None:
@@ -91,12 +95,16 @@ class Scanner:
     ) -> ScanAnswer:
         """Scan one upload. Raises ScanInputError (bad content), NotFoundError (project)."""
         started = time.perf_counter() if started is None else started
-        limits = self.db.settings.ingest_limits()
         if request.deadline_ms is not None and request.deadline_ms <= 0:
             raise ScanInputError(422, "deadline_ms", "must be a positive number of milliseconds")
-        with tempfile.TemporaryDirectory(prefix="wb-scan-") as tmp:
+        # A folder only for media (decoders read files): text scans make no file-system calls.
+        with (
+            tempfile.TemporaryDirectory(prefix="wb-scan-")
+            if request.files
+            else contextlib.nullcontext("")
+        ) as tmp:
             content = check_scan_content(
-                limits,
+                self.limits,
                 Path(tmp),
                 text=request.text,
                 files=request.files,
