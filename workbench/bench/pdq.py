@@ -4,10 +4,14 @@ altered copies (clustered, as a real bank's near-duplicates are)."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import multiprocessing
 import resource
+import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -78,7 +82,8 @@ def image_pdq(image: Image.Image) -> str:
 def clustered_hashes(images: int, seed: int = 0) -> tuple[list[str], dict[str, list[str]]]:
     """PDQ of `images` generated scenes, and per alteration the PDQ of each scene's altered copy
     (same order)."""
-    originals, altered = [], {name: [] for name in ALTERATIONS}
+    originals: list[str] = []
+    altered: dict[str, list[str]] = {name: [] for name in ALTERATIONS}
     for i in range(images):
         image = scene(seed * 1_000_003 + i)
         originals.append(image_pdq(image))
@@ -114,41 +119,12 @@ def _peak_rss_mb() -> float:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def _time_index(
-    build: Callable[[], Any],
-    lookup: Callable[[Any, np.ndarray], list[set[int]]],
-    queries: np.ndarray,
-) -> tuple[dict[str, Any], list[set[int]]]:
-    rss0 = _rss_mb()
-    t0 = time.perf_counter()
-    index = build()
-    build_s = time.perf_counter() - t0
-    index_mb = _rss_mb() - rss0
-    found, times = [], []
-    for q in queries:
-        t = time.perf_counter()
-        found.append(lookup(index, q[None, :])[0])
-        times.append((time.perf_counter() - t) * 1000)
-    stats = {
-        "build_seconds": round(build_s, 2),
-        "lookup_p50_ms": round(percentile(times, 50), 3),
-        "lookup_p95_ms": round(percentile(times, 95), 3),
-        "index_memory_mb": round(index_mb, 1),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
-    }
-    del index
-    return stats, found
+def _build_ours(hashes: np.ndarray) -> PDQIndex:
+    return MultiHashPDQIndex(hashes)
 
 
-def _ours(index: PDQIndex, q: np.ndarray) -> list[set[int]]:
-    return [{pos for pos, _ in hits} for hits in index.search(q, PDQ_MATCH_DISTANCE)]
-
-
-def _hma_faiss(index: Any, q: np.ndarray) -> list[set[int]]:
-    # As pytx's PDQMultiHashIndex.search: nflip = threshold // nhash, radius threshold + 1.
-    index.nflip = PDQ_MATCH_DISTANCE // 16
-    limits, _, labels = index.range_search(q, PDQ_MATCH_DISTANCE + 1)
-    return [set(labels[limits[i] : limits[i + 1]].tolist()) for i in range(len(q))]
+def _ours(index: PDQIndex, q: np.ndarray) -> set[int]:
+    return {pos for pos, _ in index.search(q[None, :], PDQ_MATCH_DISTANCE)[0]}
 
 
 def _build_hma_faiss(hashes: np.ndarray) -> Any:
@@ -159,14 +135,70 @@ def _build_hma_faiss(hashes: np.ndarray) -> Any:
     return index
 
 
-def _pytx_index_class() -> Any:
-    """python-threatexchange's PDQIndex when the package is installed (optional: only this
-    benchmark compares against it), else None and HMA's FAISS setup stands in."""
-    try:
-        from threatexchange.signal_type.pdq.pdq_index import PDQIndex as PytxPDQIndex
-    except ImportError:  # not a dependency of the workbench; the result says which ran
-        return None
-    return PytxPDQIndex
+def _hma_faiss(index: Any, q: np.ndarray) -> set[int]:
+    # As pytx's PDQMultiHashIndex.search: nflip = threshold // nhash, radius threshold + 1.
+    index.nflip = PDQ_MATCH_DISTANCE // 16
+    limits, _, labels = index.range_search(q[None, :], PDQ_MATCH_DISTANCE + 1)
+    return set(labels[limits[0] : limits[1]].tolist())
+
+
+def _build_pytx(hashes: np.ndarray) -> Any:
+    from threatexchange.signal_type.pdq.pdq_index import PDQIndex as PytxPDQIndex
+
+    # pytx takes hex strings; converting them is part of what its users pay to build.
+    return PytxPDQIndex(entries=((row.tobytes().hex(), i) for i, row in enumerate(hashes)))
+
+
+def _pytx(index: Any, q: np.ndarray) -> set[int]:
+    return {m.metadata for m in index.query(q.tobytes().hex())}
+
+
+def pytx_available() -> bool:
+    """Whether python-threatexchange is installed: optional, only this benchmark uses it."""
+    return importlib.util.find_spec("threatexchange") is not None
+
+
+_CONTENDERS: dict[
+    str, tuple[Callable[[np.ndarray], Any], Callable[[Any, np.ndarray], set[int]]]
+] = {
+    "workbench": (_build_ours, _ours),
+    "hma_pytx_pdqindex": (_build_pytx, _pytx),
+    "hma_faiss_multihash": (_build_hma_faiss, _hma_faiss),
+}
+
+
+def measure_index(
+    name: str, stored_path: str, queries_path: str
+) -> tuple[dict[str, Any], list[list[int]]]:
+    """Build one contender's index and time each query, in a fresh process (the caller's job),
+    so its peak RSS and index memory are its own and not what an earlier index left behind."""
+    build, lookup = _CONTENDERS[name]
+    stored, queries = np.load(stored_path), np.load(queries_path)
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    index = build(stored)
+    build_s = time.perf_counter() - t0
+    index_mb = _rss_mb() - rss0
+    found, times = [], []
+    for q in queries:
+        t = time.perf_counter()
+        found.append(sorted(lookup(index, q)))
+        times.append((time.perf_counter() - t) * 1000)
+    return {
+        "build_seconds": round(build_s, 2),
+        "lookup_p50_ms": round(percentile(times, 50), 3),
+        "lookup_p95_ms": round(percentile(times, 95), 3),
+        "index_memory_mb": round(index_mb, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }, found
+
+
+def _in_child(
+    name: str, stored_path: str, queries_path: str
+) -> tuple[dict[str, Any], list[list[int]]]:
+    # spawn, not fork: a forked child starts with the parent's pages (and its peak RSS).
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure_index, name, stored_path, queries_path).result()
 
 
 def run_pdq_benchmark(
@@ -206,9 +238,11 @@ def run_pdq_benchmark(
 
     brute = BruteForcePDQIndex(stored)
     bar = progress(total=len(query_rows), desc="brute-force reference")
-    truth = []
+    truth, brute_ms = [], []
     for q in query_rows:
+        t = time.perf_counter()
         truth.append({pos for pos, _ in brute.search(q[None, :])[0]})
+        brute_ms.append((time.perf_counter() - t) * 1000)
         bar.update(1)
     bar.close()
     del brute
@@ -229,27 +263,31 @@ def run_pdq_benchmark(
             "with_a_true_match": len(near),
         },
         "threshold": PDQ_MATCH_DISTANCE,
+        "brute_force_reference": {
+            "lookup_p50_ms": round(percentile(brute_ms, 50), 3),
+            "lookup_p95_ms": round(percentile(brute_ms, 95), 3),
+        },
         # How many altered scene copies PDQ itself keeps within 31 bits of their original.
         "altered_scene_within_threshold": round(
             sum(1 for i in range(n_scene) if i % images in truth[i]) / max(1, n_scene), 4
         ),
     }
-    stats, found = _time_index(lambda: MultiHashPDQIndex(stored), _ours, query_rows)
-    results["workbench"] = {**stats, "recall_vs_brute_force": recall(found)}
-    pytx = _pytx_index_class()
-    if pytx is not None:
-        hexes = [row.tobytes().hex() for row in stored]
-
-        def pytx_lookup(index: Any, q: np.ndarray) -> list[set[int]]:
-            return [{m.metadata for m in index.query(q[0].tobytes().hex())}]
-
-        stats, found = _time_index(
-            lambda: pytx(entries=zip(hexes, range(n), strict=True)), pytx_lookup, query_rows
-        )
-        del hexes
-        results["hma_pytx_pdqindex"] = {**stats, "recall_vs_brute_force": recall(found)}
-    stats, found = _time_index(lambda: _build_hma_faiss(stored), _hma_faiss, query_rows)
-    results["hma_faiss_multihash"] = {**stats, "recall_vs_brute_force": recall(found)}
+    names = ["workbench", "hma_faiss_multihash"]
+    if pytx_available():
+        names.insert(1, "hma_pytx_pdqindex")
+    else:
+        results["hma_pytx_pdqindex"] = "not installed: HMA's FAISS setup stands in"
+    with tempfile.TemporaryDirectory(prefix="bench-pdq-") as tmp:
+        stored_path, queries_path = f"{tmp}/stored.npy", f"{tmp}/queries.npy"
+        np.save(stored_path, stored)
+        np.save(queries_path, query_rows)
+        del stored
+        for name in names:
+            bar = progress(total=1, desc=f"{name}: build and {len(query_rows)} lookups")
+            stats, found = _in_child(name, stored_path, queries_path)
+            bar.update(1)
+            bar.close()
+            results[name] = {**stats, "recall_vs_brute_force": recall([set(f) for f in found])}
     results["hma_reference_figures_from_issue"] = {
         "build_seconds": 6.6,
         "lookup_p50_ms": 0.74,

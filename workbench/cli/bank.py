@@ -55,7 +55,7 @@ def add(
         ]
         say(
             f"added {len(rows)} signal(s) to {name}: "
-            + ", ".join(x["signal_type"] for x in signals)
+            + ", ".join(r.signal_type.value for r in rows)
         )
         emit({"bank": name, "content_id": content_id, "signals": signals}, json_mode, None)
 

@@ -81,6 +81,7 @@ class MultiHashPDQIndex(PDQIndex):
     def __init__(self, hashes: np.ndarray) -> None:
         super().__init__(hashes)
         self._index = faiss.IndexBinaryMultiHash(PDQ_BITS, self.NHASH, PDQ_BITS // self.NHASH)
+        self._index.nflip = PDQ_MATCH_DISTANCE // self.NHASH
         if len(hashes):
             self._index.add(np.ascontiguousarray(hashes))
 
@@ -88,7 +89,9 @@ class MultiHashPDQIndex(PDQIndex):
         queries = np.ascontiguousarray(queries, dtype=np.uint8).reshape(-1, PDQ_BYTES)
         if self.size == 0:
             return [[] for _ in range(len(queries))]
-        self._index.nflip = threshold // self.NHASH
+        nflip = threshold // self.NHASH
+        if self._index.nflip != nflip:  # scans all ask 31; only tests and tools ask otherwise
+            self._index.nflip = nflip
         # range_search keeps distances strictly below the radius.
         limits, distances, labels = self._index.range_search(queries, threshold + 1)
         return [

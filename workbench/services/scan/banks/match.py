@@ -129,14 +129,18 @@ def bank_versions(session: Session) -> tuple[tuple[int, int], ...]:
     return tuple(session.execute(select(HashBank.id, HashBank.version).order_by(HashBank.id)))
 
 
-def bank_index(session: Session) -> BankIndex:
+def bank_index(session: Session, banks: list[HashBank] | None = None) -> BankIndex:
     """This process's index of every bank, rebuilt when a bank changed since it was built.
 
     Why check versions on every call: banks are written by other processes (the CLI, another
     server worker), and reading a few (id, version) pairs costs far less than a stale answer.
+    `banks`, when the caller has just read them all, saves that query.
     """
     global _cached
-    version = bank_versions(session)
+    if banks is None:
+        version = bank_versions(session)
+    else:
+        version = tuple(sorted((b.id, b.version) for b in banks))
     cached = _cached
     if cached is not None and cached.version == version:
         return cached
@@ -189,9 +193,10 @@ def match_signals(session: Session, signals: list[Signal], *, subject_key: str) 
     """Enabled bank entries matching any of these signals, nearest first, one per bank entry."""
     if not signals:
         return []
-    index = bank_index(session)
+    all_banks = list(session.scalars(select(HashBank)))
+    index = bank_index(session, all_banks)
     now = utcnow()
-    banks = {b.id: b for b in session.scalars(select(HashBank))}
+    banks = {b.id: b for b in all_banks}
     found: dict[tuple[str, str, str | None], BankMatch] = {}
     for signal in signals:
         for entry, distance in index.lookup(signal):

@@ -217,7 +217,7 @@ def video_frame_hashes(
     frames: list[VideoFrameHash] = []
     next_at = 0.0
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
                 raise SignalError("the file has no video stream")
             for frame in container.decode(video=0):
