@@ -141,7 +141,16 @@ class Scanner:
         item_id = None
         external_id = content.external_id
         if outcome.decision == ScanDecision.review:
-            item_id, external_id = ingest_scanned_content(self.db, request.project, content, actor)
+            try:
+                item_id, external_id = ingest_scanned_content(
+                    self.db, request.project, content, actor
+                )
+            except WorkbenchError as exc:
+                # The decision stands (the uploader must hold the content); the record says
+                # why no reviewer will see it, e.g. a concurrent upload with the same id.
+                outcome.reasons.append(
+                    {"source": "queue", "detail": f"not queued for review: {exc.message}"}
+                )
         latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
         with self.db.sessions.begin() as s:
             scan = record_scan(

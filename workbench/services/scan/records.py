@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from workbench.db.database import Database
 from workbench.db.models import EntryKind, Item, Project, Scan, ScanDecision
+from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor
 from workbench.services.ingest.write import ingest_path
 from workbench.services.queue.enqueue import NewEntry, enqueue
@@ -124,5 +125,6 @@ def ingest_scanned_content(
         item_id = s.scalar(
             select(Item.id).where(Item.project_id == proj_id, Item.external_id == external_id)
         )
-    assert item_id is not None  # ingest_path wrote it or found it unchanged
+    if item_id is None:  # ingest_path writes the item or finds it unchanged; never neither
+        raise WorkbenchError(f"scanned content {external_id!r} was not ingested into {project!r}")
     return int(item_id), external_id

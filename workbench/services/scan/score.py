@@ -12,6 +12,7 @@ fed vectors it never saw.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -33,6 +34,7 @@ from workbench.services.vectors.embed import fused_version
 from workbench.services.vectors.spaces import FUSED, MODALITIES, default_encoder_lookup
 
 EncoderLookup = Callable[[str, Project], Encoder]
+RETRY_UNUSABLE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class ChampionScorer:
         self.encoder_lookup = encoder_lookup
         self._loaded: dict[int, LoadedChampion | str] = {}
         self._champion_of: dict[int, int | None] = {}
+        self._loaded_at: dict[int, float] = {}
         self._lock = threading.Lock()
 
     def current(self, session: Session, project: Project) -> LoadedChampion | str:
@@ -117,11 +120,18 @@ class ChampionScorer:
         if mv_id is None:
             return "no_champion"
         with self._lock:
-            if self._champion_of.get(project.id) == mv_id:
-                return self._loaded[project.id]
+            cached = self._loaded.get(project.id)
+            fresh = time.monotonic() - self._loaded_at.get(project.id, 0.0) < RETRY_UNUSABLE_S
+            # A champion that could not be loaded is tried again now and then: re-embedding
+            # can make it usable without a new champion.
+            if self._champion_of.get(project.id) == mv_id and (
+                isinstance(cached, LoadedChampion) or fresh
+            ):
+                return cached  # type: ignore[return-value]
             loaded = self._load(session, project)
             self._loaded[project.id] = loaded
             self._champion_of[project.id] = mv_id
+            self._loaded_at[project.id] = time.monotonic()
             return loaded
 
     def _load(self, session: Session, project: Project) -> LoadedChampion | str:
