@@ -262,3 +262,44 @@ def test_bank_match_is_the_documented_shape() -> None:
         3,
         None,
     )
+
+
+def test_two_databases_with_the_same_bank_ids_never_share_a_cached_index(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from workbench.db.base import Base
+
+    first, second = jpeg(scene(51)), jpeg(scene(52))
+    engines = []
+    for n, data in enumerate((first, second)):
+        engine = create_engine(f"sqlite:///{tmp_path / f'{n}.db'}")
+        Base.metadata.create_all(engine)
+        with Session(engine) as s, s.begin():
+            store.create_bank(s, SYSTEM, "SAME", "block")  # id 1, version 2 in both
+            store.add_file(s, SYSTEM, "SAME", data, "image/jpeg", content_id=f"db{n}")
+        engines.append(engine)
+    for engine, data, other in ((engines[0], first, second), (engines[1], second, first)):
+        with Session(engine) as s:
+            assert {m.content_id for m in match_media(s, data, "image/jpeg")} == {
+                f"db{engines.index(engine)}"
+            }
+            assert match_media(s, other, "image/jpeg") == []
+    for engine in engines:
+        engine.dispose()
+
+
+def test_adding_a_file_checks_it_with_the_ingest_limits_first(db: Database, tmp_path: Path) -> None:
+    from workbench.bench.synthetic_media import make_bomb_png
+
+    bomb = make_bomb_png(tmp_path / "bomb.png")
+    other = tmp_path / "notes.bin"
+    other.write_bytes(b"\x00\x01 not any known format")
+    with db.sessions.begin() as s:
+        store.create_bank(s, SYSTEM, "FILES", "review")
+        with pytest.raises(WorkbenchError, match=r"bomb\.png"):
+            store.add_path(s, SYSTEM, "FILES", bomb)
+        # A file of no supported type is banked by its exact hashes alone.
+        rows = store.add_path(s, SYSTEM, "FILES", other, content_id="n1")
+        assert sorted(r.signal_type.value for r in rows) == ["md5", "sha256"]
+        assert s.scalar(select(func.count()).select_from(HashBankContent)) == 2

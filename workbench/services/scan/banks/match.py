@@ -37,6 +37,9 @@ class BankMatch:
     content_id: str | None
 
 
+BanksVersion = tuple[tuple[int, int, str], ...]
+
+
 @dataclass(frozen=True)
 class _Entry:
     """What the index keeps of one content row (bank state is read fresh on every match)."""
@@ -57,7 +60,7 @@ class BankIndex:
 
     def __init__(
         self,
-        version: tuple[tuple[int, int], ...],
+        version: BanksVersion,
         rows: list[tuple[int, SignalType, str, str | None, datetime | None]],
         index_class: type[PDQIndex] = MultiHashPDQIndex,
     ) -> None:
@@ -124,23 +127,28 @@ _lock = threading.Lock()
 _cached: BankIndex | None = None
 
 
-def bank_versions(session: Session) -> tuple[tuple[int, int], ...]:
-    """Every bank's (id, version): any write to a bank or its contents changes it."""
-    return tuple(session.execute(select(HashBank.id, HashBank.version).order_by(HashBank.id)))
+def bank_versions(session: Session) -> BanksVersion:
+    """Every bank's (id, version, updated_at): any write to a bank or its contents changes it.
+    The time is there so that two databases (tests, a restored backup) whose banks happen to
+    share ids and version numbers never share a cached index."""
+    rows = session.execute(
+        select(HashBank.id, HashBank.version, HashBank.updated_at).order_by(HashBank.id)
+    )
+    return tuple((i, v, u.isoformat()) for i, v, u in rows)
 
 
 def bank_index(session: Session, banks: list[HashBank] | None = None) -> BankIndex:
     """This process's index of every bank, rebuilt when a bank changed since it was built.
 
     Why check versions on every call: banks are written by other processes (the CLI, another
-    server worker), and reading a few (id, version) pairs costs far less than a stale answer.
+    server worker), and reading a few (id, version) rows costs far less than a stale answer.
     `banks`, when the caller has just read them all, saves that query.
     """
     global _cached
     if banks is None:
         version = bank_versions(session)
     else:
-        version = tuple(sorted((b.id, b.version) for b in banks))
+        version = tuple(sorted((b.id, b.version, b.updated_at.isoformat()) for b in banks))
     cached = _cached
     if cached is not None and cached.version == version:
         return cached
