@@ -3,8 +3,6 @@ thresholds, the deadline answer, and a champion whose vectors cannot be rebuilt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from builders import make_project
 from scan_builders import WordEncoder, lookup, make_champion
 
@@ -12,17 +10,13 @@ from workbench.db.database import Database
 from workbench.db.models import ScanDecision
 from workbench.schemas import ProjectSettings, ScanThreshold
 from workbench.services.projects import get_project
+from workbench.services.scan.banks.match import BankMatch
 from workbench.services.scan.decide import ModelScores, decide
 from workbench.services.scan.score import ChampionScorer, LoadedChampion
 
 
-@dataclass(frozen=True)
-class Match:
-    bank: str
-    action: str
-    signal_type: str = "pdq"
-    distance: int = 3
-    content_id: str | None = None
+def match(bank: str, action: str) -> BankMatch:
+    return BankMatch(bank, action, "pdq", 3, None)
 
 
 def _scores(**scores: float) -> ModelScores:
@@ -31,7 +25,7 @@ def _scores(**scores: float) -> ModelScores:
 
 def test_a_block_bank_beats_a_review_bank_and_needs_no_model() -> None:
     out = decide(
-        [Match("A", "review"), Match("B", "block")], None, ProjectSettings(), model_status="skipped"
+        [match("A", "review"), match("B", "block")], None, ProjectSettings(), model_status="skipped"
     )
     assert out.decision == ScanDecision.block and [r["bank"] for r in out.reasons] == ["A", "B"]
     assert out.automated_detection
@@ -62,7 +56,7 @@ def test_a_missed_deadline_answers_the_project_setting() -> None:
     out = decide([], None, closed, model_status="deadline", degraded=True)
     assert out.decision == ScanDecision.block and out.degraded and not out.automated_detection
     # What the banks found still decides.
-    out = decide([Match("A", "review")], None, closed, model_status="deadline", degraded=True)
+    out = decide([match("A", "review")], None, closed, model_status="deadline", degraded=True)
     assert out.decision == ScanDecision.review
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,7 +33,7 @@ def create(
 def list_(json_mode: JsonFlag = False) -> None:
     """Keys with their scopes, when made, last used and revoked (never the tokens)."""
     with database(json_mode) as db, db.sessions() as s:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "name": k.name,
                 "scopes": k.scopes,

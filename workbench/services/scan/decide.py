@@ -8,22 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from workbench.db.models import ScanDecision
 from workbench.schemas import ProjectSettings, ScanThreshold
+from workbench.services.scan.banks.match import BankMatch
 
 _RANK = {ScanDecision.allow: 0, ScanDecision.review: 1, ScanDecision.block: 2}
-
-
-class MatchLike(Protocol):
-    """A bank match as services/scan/banks/match.py reports it."""
-
-    bank: str
-    action: str
-    signal_type: str
-    distance: int | float
-    content_id: str | None
 
 
 @dataclass(frozen=True)
@@ -57,7 +48,7 @@ def thresholds_for(settings: ProjectSettings, policy: str) -> ScanThreshold:
 
 
 def decide(
-    matches: Sequence[MatchLike],
+    matches: Sequence[BankMatch],
     scores: ModelScores | None,
     settings: ProjectSettings,
     *,
