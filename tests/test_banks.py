@@ -21,7 +21,7 @@ from workbench.errors import NotFoundError, WorkbenchError
 from workbench.services.audit import Actor
 from workbench.services.scan.banks import match, store
 from workbench.services.scan.banks.match import BankMatch, in_rollout, match_media
-from workbench.services.scan.banks.signals import SignalError, parse_signal
+from workbench.services.scan.banks.signals import PDQHasher, SignalError, parse_signal
 
 SYSTEM = Actor.system()
 
@@ -303,3 +303,22 @@ def test_adding_a_file_checks_it_with_the_ingest_limits_first(db: Database, tmp_
         rows = store.add_path(s, SYSTEM, "FILES", other, content_id="n1")
         assert sorted(r.signal_type.value for r in rows) == ["md5", "sha256"]
         assert s.scalar(select(func.count()).select_from(HashBankContent)) == 2
+
+
+def test_featureless_pictures_are_banked_and_matched_by_exact_hash_only(db: Database) -> None:
+    grey = Image.new("RGB", (200, 150), (128, 128, 128))
+    same_grey = jpeg(Image.new("RGB", (210, 160), (128, 128, 128)), 70)  # other bytes, same PDQ
+    pdq = PDQHasher.hash_bytes(jpeg(grey))
+    assert pdq.quality is not None and pdq.quality < 50  # PDQ's own verdict on a flat picture
+    assert PDQHasher.hash_bytes(same_grey).value == pdq.value
+    with db.sessions.begin() as s:
+        store.create_bank(s, SYSTEM, "FLAT", "block")
+        rows = store.add_file(s, SYSTEM, "FLAT", jpeg(grey), "image/jpeg")
+        assert sorted(r.signal_type.value for r in rows) == ["md5", "sha256"]
+        # The same hash from a partner's list (no quality known) is banked, yet a flat query
+        # does not match it: every featureless picture would.
+        store.add_signal(s, SYSTEM, "FLAT", "pdq", pdq.value, content_id="partner")
+    with db.sessions() as s:
+        assert match_media(s, same_grey, "image/jpeg") == []
+        exact = match_media(s, jpeg(grey), "image/jpeg")
+        assert [m.signal_type for m in exact] == ["md5", "sha256"]

@@ -23,6 +23,7 @@ from workbench.services.scan.banks.signals import (
     VideoFrameHash,
     hashers_for,
     parse_vpdq,
+    usable,
 )
 
 
@@ -207,6 +208,8 @@ def match_signals(session: Session, signals: list[Signal], *, subject_key: str) 
     banks = {b.id: b for b in all_banks}
     found: dict[tuple[str, str, str | None], BankMatch] = {}
     for signal in signals:
+        if not usable(signal):
+            continue
         for entry, distance in index.lookup(signal):
             bank = banks.get(entry.bank_id)
             if bank is None or not bank_is_enabled(bank, now):

@@ -55,6 +55,14 @@ class Signal:
         return signal_key(self.value)
 
 
+def usable(signal: Signal) -> bool:
+    """Whether a hashed signal may match: PDQ hashes of quality below 50 are not (flat or tiny
+    pictures all hash alike; pytx's PdqSignal drops them, PDQ's README says discard <= 49)."""
+    if signal.signal_type is SignalType.pdq and signal.quality is not None:
+        return signal.quality >= PDQ_MIN_QUALITY
+    return True
+
+
 def signal_key(value: str) -> str:
     """The indexed form of a signal: itself when short, else its SHA-256 (see HashBankContent)."""
     return value if len(value) <= 64 else hashlib.sha256(value.encode()).hexdigest()

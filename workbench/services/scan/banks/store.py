@@ -21,7 +21,13 @@ from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, Problem, WorkbenchError
 from workbench.services.audit import Actor, record_event
 from workbench.services.ingest.media import probe_media, sniff_file
-from workbench.services.scan.banks.signals import Signal, SignalError, hashers_for, parse_signal
+from workbench.services.scan.banks.signals import (
+    Signal,
+    SignalError,
+    hashers_for,
+    parse_signal,
+    usable,
+)
 
 BANK_NAME = re.compile(r"^[A-Z0-9_]+$")
 CSV_COLUMNS = ("signal_type", "signal", "content_id", "note")
@@ -213,11 +219,14 @@ def add_file(
     note: str | None = None,
 ) -> list[HashBankContent]:
     """Add a file to a bank under every signal type that reads it (PDQ or vPDQ, SHA-256, MD5),
-    as HMA hashes bank content with each applicable signal type. Signals already in the bank are
+    as HMA hashes bank content with each applicable signal type (a PDQ of quality < 50 left
+    out). Signals already in the bank are
     not added twice; if all are, the file is refused as a duplicate."""
     bank = get_bank(session, name)
     content_id = _check_content_id(content_id)
-    signals = [h.hash_bytes(data) for h in hashers_for(media_type)]
+    # A PDQ hash too poor to match on (quality < 50) is not banked: it would only ever match
+    # other featureless pictures. The exact hashes still bank the file.
+    signals = [s for s in (h.hash_bytes(data) for h in hashers_for(media_type)) if usable(s)]
     present = _present_keys(session, bank)
     new = [s for s in signals if (s.signal_type, s.key) not in present]
     if not new:
