@@ -28,6 +28,7 @@ from workbench.db.models import EmbeddingSpace, ModelStatus, ModelVersion, Proje
 from workbench.encoders.base import Encoder
 from workbench.encoders.fusion import fuse_one
 from workbench.services.projects import project_settings
+from workbench.services.scan.batching import EncodeBatcher
 from workbench.services.scan.decide import ModelScores
 from workbench.services.train.train import champion, load_head
 from workbench.services.vectors.embed import fused_version
@@ -47,6 +48,9 @@ class LoadedChampion:
     classes: list[str]
     layout: dict[str, int]  # modality -> width of its slot in the fused vector
     encoders: dict[str, Encoder]
+    # Texts of concurrent scans share encoder calls (media go one by one: they are rarer and
+    # each is large).
+    text_batcher: EncodeBatcher | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class ChampionScorer:
         self._loaded: dict[int, LoadedChampion | str] = {}
         self._champion_of: dict[int, int | None] = {}
         self._loaded_at: dict[int, float] = {}
+        self._batchers: dict[int, EncodeBatcher] = {}  # by encoder: projects may share one
         self._lock = threading.Lock()
 
     def current(self, session: Session, project: Project) -> LoadedChampion | str:
@@ -158,8 +163,14 @@ class ChampionScorer:
             head = load_head(self.settings, mv.version, mv.artifact_path)
         except (OSError, ValueError, EOFError) as exc:
             return f"not_scorable: champion v{mv.version}'s head cannot be read ({exc})"
+        batcher = None
+        if "text" in encoders:
+            key = id(encoders["text"])
+            if key not in self._batchers or self._batchers[key].encoder is not encoders["text"]:
+                self._batchers[key] = EncodeBatcher(encoders["text"])
+            batcher = self._batchers[key]
         return LoadedChampion(
-            mv.id, mv.version, head, [str(c) for c in head.classes_], layout, encoders
+            mv.id, mv.version, head, [str(c) for c in head.classes_], layout, encoders, batcher
         )
 
     @staticmethod
@@ -168,7 +179,11 @@ class ChampionScorer:
         the text (a post with one bad picture among good ones is as bad as that picture)."""
         text_vec = None
         if text is not None and "text" in loaded.encoders:
-            text_vec = loaded.encoders["text"].encode([text])[0]
+            text_vec = (
+                loaded.text_batcher.encode_one(text)
+                if loaded.text_batcher is not None
+                else loaded.encoders["text"].encode([text])[0]
+            )
         rows: list[dict[str, np.ndarray | None]] = []
         for f in media:
             enc = loaded.encoders.get(f.modality)
