@@ -322,3 +322,31 @@ def test_featureless_pictures_are_banked_and_matched_by_exact_hash_only(db: Data
         assert match_media(s, same_grey, "image/jpeg") == []
         exact = match_media(s, jpeg(grey), "image/jpeg")
         assert [m.signal_type for m in exact] == ["md5", "sha256"]
+
+
+def test_vpdq_signals_survive_csv_and_bad_ones_are_named(db: Database, tmp_path: Path) -> None:
+    video = " ".join(f"{c * 64},{90 + i},{i}.000" for i, c in enumerate("0f3"))
+    with db.sessions.begin() as s:
+        store.create_bank(s, SYSTEM, "CLIPS", "review")
+        store.create_bank(s, SYSTEM, "COPY", "review")
+        store.add_signal(s, SYSTEM, "CLIPS", "vpdq", video, content_id="clip", note="a, b")
+        store.export_csv(s, SYSTEM, "CLIPS", tmp_path / "clips.csv")
+        assert store.import_csv(s, SYSTEM, "COPY", tmp_path / "clips.csv").added == 1
+    with db.sessions() as s:
+        [row] = s.scalars(
+            select(HashBankContent).where(HashBankContent.content_id == "clip").limit(1)
+        )
+        assert row.signal == video and row.quality == 90 and len(row.signal_key) == 64
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "signal_type,signal,content_id,note\n"
+        f'vpdq,"{"0" * 64},100",,\n'
+        f'vpdq,"{"0" * 64},101,0.0",,\n'
+    )
+    with db.sessions.begin() as s, pytest.raises(WorkbenchError) as caught:
+        store.import_csv(s, SYSTEM, "COPY", bad)
+    reasons = [(p.line, p.reason) for p in caught.value.problems]
+    assert reasons == [
+        (2, f"vpdq frame 1 is not 'pdq_hex,quality,seconds': '{'0' * 64},100'"),
+        (3, "vpdq frame 1: quality is 0-100 and seconds >= 0"),
+    ]
