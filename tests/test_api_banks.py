@@ -74,3 +74,53 @@ def test_bank_matches_block_and_review_through_the_api(db: Database) -> None:
         assert entry is not None and "bank DOUBTFUL" in (entry.reason or "")
         scan_row = s.get_one(Scan, blocked["scan_id"])
         assert scan_row.automated_detection and scan_row.automated_decision
+
+
+def test_banks_are_managed_over_http_by_keys_with_the_banks_scope(db: Database) -> None:
+    with db.sessions.begin() as s:
+        make_project(s, "p")
+    curator = {"Authorization": f"Bearer {make_key(db, 'curator', ('banks',))}"}
+    uploader = {"Authorization": f"Bearer {make_key(db, 'uploader', ('scan',))}"}
+    image = jpeg(scene(21, size=(640, 480)))
+    with running_api(db) as api, httpx.Client(base_url=api.url, timeout=30) as c:
+        assert c.get("/v1/banks", headers=uploader).status_code == 403
+        made = c.post("/v1/banks", json={"name": "KNOWN_BAD", "action": "block"}, headers=curator)
+        assert made.status_code == 201, made.text
+        again = c.post("/v1/banks", json={"name": "KNOWN_BAD", "action": "block"}, headers=curator)
+        assert again.status_code == 422 and "already exists" in again.text
+        bad = c.post("/v1/banks", json={"name": "lower", "action": "block"}, headers=curator)
+        assert bad.status_code == 422 and bad.json()["detail"]["field"] == "name"
+        wrong = c.post("/v1/banks", json={"name": "X", "action": "delete"}, headers=curator)
+        assert wrong.status_code == 422 and wrong.json()["detail"]["field"] == "action"
+
+        def add(name: str) -> httpx.Response:
+            return c.post(
+                f"/v1/banks/{name}/content",
+                files={"file": ("a.jpg", image, "image/jpeg")},
+                data={"content_id": "case-7"},
+                headers=curator,
+            )
+
+        added = add("KNOWN_BAD")
+        assert added.status_code == 201, added.text
+        assert {a["signal_type"] for a in added.json()["added"]} == {"pdq", "sha256", "md5"}
+        assert add("KNOWN_BAD").status_code == 422  # already in the bank
+        assert add("NOPE").status_code == 404
+        (bank,) = c.get("/v1/banks", headers=curator).json()["banks"]
+        assert bank["signals"] == {"pdq": 1, "sha256": 1, "md5": 1} and bank["enabled"]
+
+        def scan() -> str:
+            r = c.post(
+                "/v1/scan",
+                data={"project": "p"},
+                files={"file": ("b.jpg", image, "image/jpeg")},
+                headers=uploader,
+            )
+            assert r.status_code == 200, r.text
+            return str(r.json()["decision"])
+
+        assert scan() == "block"
+        assert c.post("/v1/banks/KNOWN_BAD/disable", json={}, headers=curator).status_code == 200
+        assert scan() == "allow"
+        assert c.post("/v1/banks/KNOWN_BAD/enable", headers=curator).status_code == 200
+        assert scan() == "block"

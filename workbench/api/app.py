@@ -13,9 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.requests import Request
 
+from workbench.api import banks
 from workbench.api.limits import ApiLimits, BodySizeLimit, ScanSlots
 from workbench.api.routes import router
 from workbench.db.database import Database
+from workbench.services.scan.banks.match import bank_index
 from workbench.services.scan.pipeline import Scanner
 from workbench.services.scan.score import ChampionScorer, EncoderLookup
 from workbench.services.vectors.spaces import default_encoder_lookup
@@ -36,6 +38,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        # Build the bank index before the first request rather than inside it.
+        with db.sessions() as s:
+            bank_index(s)
         yield
         scanner.close()
 
@@ -51,6 +56,7 @@ def create_app(
     app.state.scanner = scanner
     app.state.scan_slots = ScanSlots(limits.max_concurrent_scans)
     app.include_router(router)
+    app.include_router(banks.router)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

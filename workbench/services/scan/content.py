@@ -120,3 +120,18 @@ def check_scan_content(
     if text is None and not checked:
         raise ScanInputError(422, "text", "a scan needs text or at least one file")
     return ScanContent(text, checked, external_id, language)
+
+
+def bank_file_media_type(limits: IngestLimits, incoming: IncomingFile, workdir: Path) -> str:
+    """The MIME type a bank hashes a file as: a supported image or video is checked as a scan
+    checks it (413, 422), any other file is banked by its exact hashes only (as `bank add`)."""
+    size = len(incoming.data)
+    if size > limits.max_file_bytes:
+        raise ScanInputError(
+            413, incoming.field, f"file is {size} bytes, over the limit of {limits.max_file_bytes}"
+        )
+    if size == 0:
+        raise ScanInputError(422, incoming.field, "empty file (0 bytes)")
+    if sniff(incoming.data[:_HEAD_BYTES]).media_type is None:
+        return "application/octet-stream"
+    return check_file(limits, incoming, workdir, 0).info.mime_type
