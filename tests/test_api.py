@@ -20,6 +20,7 @@ from workbench.services.audit import Actor
 from workbench.services.projects import get_project, set_project_setting
 from workbench.services.queue.enqueue import NewEntry, enqueue
 from workbench.services.queue.lease import lease_next
+from workbench.services.scan.content import scan_content_hash
 
 
 def _png(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -91,6 +92,7 @@ def test_text_scan_without_a_champion_is_hash_checks_only_and_recorded(api_db: D
         scan = s.get_one(Scan, body["scan_id"])
         assert (scan.decision.value, scan.external_id, scan.source) == ("allow", "up-1", "api")
         assert scan.automated_decision and not scan.automated_detection
+        assert scan.content_hash == scan_content_hash("hello", [])
         assert scan.api_key_id is not None and r2.status_code == 200
         # Use of a key is audited once a minute, not once a request.
         used = s.scalar(select(func.count()).where(AuditEvent.action == "apikey.used"))

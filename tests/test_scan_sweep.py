@@ -71,6 +71,7 @@ def test_sweep_records_every_item_and_queues_reviews(swept_db: Database) -> None
     with swept_db.sessions() as s:
         scans = list(s.scalars(select(Scan).order_by(Scan.item_id)))
         assert [sc.source for sc in scans] == ["sweep"] * 7
+        assert len({sc.content_hash for sc in scans}) == 7
         held = {sc.external_id for sc in scans if sc.decision.value == "review"}
         assert held == {"i0", "i3"}
         entries = list(s.scalars(select(QueueEntry)))

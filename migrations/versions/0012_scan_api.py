@@ -73,6 +73,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("external_id", sa.String(length=512), nullable=True),
+        sa.Column("content_hash", sa.String(length=64), nullable=True),
         sa.Column("item_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column(
             "decision",

@@ -754,6 +754,8 @@ class Scan(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     source: Mapped[str] = mapped_column(String(16))  # api or sweep
     external_id: Mapped[str | None] = mapped_column(String(512))
+    # What was scanned, without keeping it: sha256 over the text and each file's sha256.
+    content_hash: Mapped[str | None] = mapped_column(String(64))
     # The item the scan is about: a swept item, or the item a review decision ingested.
     item_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="SET NULL"))
     decision: Mapped[ScanDecision] = mapped_column(_enum(ScanDecision, "scan_decision"))

@@ -4,6 +4,8 @@ its bytes and proven to decode. Each refusal names the field and the HTTP status
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,16 @@ class ScanContent:
     files: list[CheckedFile] = field(default_factory=list)
     external_id: str | None = None
     language: str | None = None
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over the text and the files' sha256s: the same upload gives the same hash."""
+        return scan_content_hash(self.text, [f.info.sha256 for f in self.files])
+
+
+def scan_content_hash(text: str | None, file_hashes: list[str]) -> str:
+    payload = json.dumps({"text": text, "files": file_hashes}, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def check_text_fields(

@@ -162,6 +162,7 @@ class Scanner:
                 item_id=item_id,
                 latency_ms=latency_ms,
                 api_key_id=key.id if key is not None else None,
+                content_hash=content.content_hash,
             )
             if item_id is not None:
                 queue_for_review(s, get_project(s, request.project), item_id, outcome, actor)

@@ -38,11 +38,13 @@ def record_scan(
     item_id: int | None,
     latency_ms: float | None,
     api_key_id: int | None = None,
+    content_hash: str | None = None,
 ) -> Scan:
     scan = Scan(
         project_id=project_id,
         source=source,
         external_id=external_id,
+        content_hash=content_hash,
         item_id=item_id,
         decision=outcome.decision,
         reasons=outcome.reasons,

@@ -23,6 +23,7 @@ from workbench.schemas import ProjectSettings
 from workbench.services.audit import Actor, record_event
 from workbench.services.projects import get_project, project_settings
 from workbench.services.scan.banks.match import BankMatch, match_media
+from workbench.services.scan.content import scan_content_hash
 from workbench.services.scan.decide import ModelScores, ScanOutcome, decide
 from workbench.services.scan.records import queue_for_review, record_scan
 from workbench.services.scan.score import ChampionScorer, LoadedChampion, NotScorable, ScanMedia
@@ -138,6 +139,7 @@ def sweep_project(
                         external_id=item.external_id,
                         item_id=item.id,
                         latency_ms=None,
+                        content_hash=scan_content_hash(item.text, [a.sha256 for a in item.assets]),
                     )
                     if outcome.decision == ScanDecision.review and queue_for_review(
                         s, project, item.id, outcome, actor
