@@ -196,6 +196,14 @@ def test_too_large_file_and_body_get_413(api_db: Database, monkeypatch: pytest.M
         r = httpx.post(url, data={"project": "p", "text": "x" * 30_000}, headers=_auth(token))
         assert r.status_code == 413 and r.json()["detail"]["field"] == "body", r.text
 
+        def chunks():  # no Content-Length: the limit counts the bytes as they arrive
+            for _ in range(30):
+                yield b"x" * 1000
+
+        for ctype in ("application/json", "multipart/form-data; boundary=b"):
+            r = httpx.post(url, content=chunks(), headers={**_auth(token), "content-type": ctype})
+            assert r.status_code == 413 and r.json()["detail"]["field"] == "body", r.text
+
 
 def test_review_decision_ingests_the_content_and_queues_it_first(api_db: Database) -> None:
     token = make_key(api_db)
