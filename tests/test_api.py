@@ -129,6 +129,15 @@ def test_json_scan_with_base64_media_is_answered_like_multipart(api_db: Database
         ({"data": {"text": "x"}}, 422, "project"),
         ({"data": {"project": "p", "text": "x", "deadline_ms": "soon"}}, 422, "deadline_ms"),
         ({"data": {"project": "p", "text": "x", "deadline_ms": "-5"}}, 422, "deadline_ms"),
+        ({"data": {"project": "p", "text": "x", "deadline_ms": "nan"}}, 422, "deadline_ms"),
+        (
+            {
+                "content": b'{"project": "p", "text": "x", "deadline_ms": 1e999}',
+                "headers": {"content-type": "application/json"},
+            },
+            422,
+            "deadline_ms",
+        ),
         ({"data": {"project": "p", "text": "x", "colour": "red"}}, 422, "colour"),
         ({"data": {"project": "p", "text": "x", "language": "not a tag!"}}, 422, "language"),
         ({"data": {"project": "p"}}, 422, "text"),

@@ -23,6 +23,7 @@ from workbench.services.scan.pipeline import Scanner, ScanRequest
 
 router = APIRouter()
 
+MAX_DEADLINE_MS = 600_000.0  # ten minutes: longer is no deadline for a pre-publish check
 FORM_FIELDS = {"project", "text", "file", "external_id", "language", "deadline_ms"}
 
 
@@ -47,7 +48,7 @@ class JsonScan(BaseModel):
     files: list[JsonFile] = Field(default_factory=list)
     external_id: str | None = None
     language: str | None = None
-    deadline_ms: float | None = Field(None, gt=0)
+    deadline_ms: float | None = Field(None, gt=0, le=MAX_DEADLINE_MS, allow_inf_nan=False)
 
 
 class ScanAnswerModel(BaseModel):
@@ -187,8 +188,10 @@ async def _parse_form(request: Request, limits: ApiLimits) -> ScanRequest:
             deadline = float(values["deadline_ms"])
         except ValueError:
             raise _bad(422, "deadline_ms", f"not a number: {values['deadline_ms']!r}") from None
-        if not deadline > 0:
-            raise _bad(422, "deadline_ms", "must be a positive number of milliseconds")
+        if not 0 < deadline <= MAX_DEADLINE_MS:  # NaN fails both comparisons
+            raise _bad(
+                422, "deadline_ms", f"must be a number of milliseconds from 0 to {MAX_DEADLINE_MS}"
+            )
     return ScanRequest(
         project=values["project"],
         text=values.get("text"),
