@@ -114,3 +114,36 @@ def test_scan_cli_sweeps_and_a_rerun_after_it_finished_starts_over(cli) -> None:
     finally:
         db.dispose()
     assert "not a date" in cli.json("scan", "-p", "q", "--since", "yesterday", expect=1)["error"]
+
+
+def test_sweep_matches_stored_media_against_the_banks(  # type: ignore[no-untyped-def]
+    cli, tmp_path
+) -> None:
+    import io
+
+    from workbench.bench.pdq import scene
+    from workbench.db.database import open_database
+    from workbench.services.scan.banks import match, store
+
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    bad = io.BytesIO()
+    scene(31, size=(320, 240)).convert("RGB").save(bad, "JPEG", quality=90)
+    (folder / "bad.jpg").write_bytes(bad.getvalue())
+    scene(32, size=(320, 240)).convert("RGB").save(folder / "fine.jpg", "JPEG", quality=90)
+    cli.json("ingest", str(folder), "-p", "m")
+    match.invalidate()
+    db = open_database()
+    try:
+        with db.sessions.begin() as s:
+            store.create_bank(s, Actor.system(), "KNOWN_BAD", "block")
+            store.add_file(s, Actor.system(), "KNOWN_BAD", bad.getvalue(), "image/jpeg")
+        result = cli.json("scan", "-p", "m")
+        assert result["decisions"] == {"allow": 1, "review": 0, "block": 1}, result
+        with db.sessions() as s:
+            (blocked,) = s.scalars(select(Scan).where(Scan.decision == "block"))
+            assert blocked.external_id.endswith("bad.jpg")
+            assert {r["bank"] for r in blocked.reasons} == {"KNOWN_BAD"}
+    finally:
+        db.dispose()
+        match.invalidate()
