@@ -168,6 +168,52 @@ ROWS: dict[str, Rows] = {
              "retired_by": None},
         ]),
     ],
+    "0011_hash_banks": [
+        ("hash_banks", [
+            {"id": 1, "name": "KNOWN_BAD", "action": "block", "matching_enabled_ratio": 1.0,
+             "disabled": False, "disabled_until": None, "version": 3, "created_by": "system",
+             "created_at": T0, "updated_at": LATER},
+            {"id": 2, "name": "TRIAL_REVIEW", "action": "review", "matching_enabled_ratio": 0.25,
+             "disabled": True, "disabled_until": LATER, "version": 1, "created_by": "lead",
+             "created_at": T0, "updated_at": T0},
+        ]),
+        ("hash_bank_contents", [
+            {"id": 1, "bank_id": 1, "signal_type": "pdq", "signal": "f" * 64,
+             "signal_key": "f" * 64, "content_id": "c1", "note": "n", "quality": 100,
+             "disabled_until": None, "created_by": "system", "created_at": T0},
+            {"id": 2, "bank_id": 1, "signal_type": "sha256", "signal": "a" * 64,
+             "signal_key": "a" * 64, "content_id": None, "note": None, "quality": None,
+             "disabled_until": LATER, "created_by": "system", "created_at": T0},
+            {"id": 3, "bank_id": 2, "signal_type": "vpdq", "signal": ("0" * 64 + "\n") * 3,
+             "signal_key": "b" * 64, "content_id": "v1", "note": None, "quality": 90,
+             "disabled_until": None, "created_by": "lead", "created_at": T0},
+        ]),
+    ],
+    "0012_scan_api": [
+        ("api_keys", [
+            {"id": 1, "name": "uploader", "key_hash": "c" * 64, "scopes": ["scan"],
+             "created_by": "system", "created_at": T0, "revoked_at": None, "last_used_at": LATER},
+            {"id": 2, "name": "old", "key_hash": "d" * 64, "scopes": ["scan", "banks"],
+             "created_by": "system", "created_at": T0, "revoked_at": LATER, "last_used_at": None},
+        ]),
+        ("scans", [
+            {"id": 1, "project_id": 1, "source": "api", "external_id": "up-1",
+             "content_hash": "e" * 64, "item_id": 1,
+             "decision": "review", "reasons": [{"source": "model", "policy": "hate",
+             "score": 0.7, "threshold": 0.5, "model_version": 1}],
+             "automated_detection": True, "automated_decision": False, "degraded": False,
+             "model_version_id": None, "latency_ms": 12.5, "api_key_id": 1, "created_at": T0},
+            {"id": 2, "project_id": 1, "source": "sweep", "external_id": None,
+             "content_hash": None, "item_id": None,
+             "decision": "allow", "reasons": [], "automated_detection": False,
+             "automated_decision": True, "degraded": True, "model_version_id": None,
+             "latency_ms": None, "api_key_id": None, "created_at": LATER},
+        ]),
+        ("scan_sweeps", [
+            {"id": 1, "project_id": 1, "since": T0, "last_item_id": 3,
+             "counts": {"allow": 2, "review": 1}, "started_at": T0, "finished_at": None},
+        ]),
+    ],
     "0015_enforcement_decisions": [
         ("enforcement_decisions", [
             {"id": 1, "project_id": 1, "item_id": 1, "puid": "wb-1-1", "origin": "label",

@@ -79,6 +79,20 @@ USAGE: dict[str, list[str]] = {
     "gold list": [],
     "gold accuracy": ["-p", "p", "--window-days", "-1"],
     "audit export": ["-p", "p"],  # --out missing
+    "bank create": ["KNOWN_BAD"],  # --action missing
+    "bank add": ["KNOWN_BAD"],  # --file missing
+    "bank import": ["KNOWN_BAD"],
+    "bank export": ["KNOWN_BAD"],
+    "bank list": ["extra"],
+    "bank disable": [],
+    "bank enable": [],
+    "bench pdq": ["--n", "10"],
+    "api": ["--port", "http"],
+    "apikey create": ["k"],  # --scope missing
+    "apikey list": ["extra"],
+    "apikey revoke": [],
+    "scan": [],  # --project missing
+    "bench scan": ["--clients", "0"],
 }
 
 NOT_A_DATABASE = "file is not a database"
@@ -142,9 +156,23 @@ BAD_INPUT: dict[str, tuple[list[str], str]] = {
     "gold list": (["-p", "nope"], NO_PROJECT),
     "gold accuracy": (["-p", "nope"], NO_PROJECT),
     "audit export": (["--out", "{tmp}/audit.csv", "--since", "soon"], "--since 'soon'"),
+    "bank create": (["bad name", "--action", "block"], "bank name 'bad name' is not valid"),
+    "bank add": (["NOPE", "--file", "{tmp}/x.jpg"], "x.jpg: no such file"),
+    "bank import": (["NOPE", "{tmp}/bank.csv"], "no bank named 'NOPE'"),
+    "bank export": (["NOPE", "{tmp}/bank.csv"], "no bank named 'NOPE'"),
+    "bank list": ([], NOT_A_DATABASE),
+    "bank disable": (["NOPE", "--until", "soon"], "'soon' is not a date"),
+    "bank enable": (["NOPE"], "no bank named 'NOPE'"),
+    "bench pdq": (["--n", "1000", "--queries", "3000"], "raise --n"),
+    "api": ([], NOT_A_DATABASE),
+    "apikey create": (["k", "--scope", "admin"], "unknown scope 'admin'"),
+    "apikey list": ([], NOT_A_DATABASE),
+    "apikey revoke": (["nobody"], "no API key named 'nobody'"),
+    "scan": (["-p", "nope"], NO_PROJECT),
+    "bench scan": (["--data", "{tmp}/texts.csv"], "texts.csv: no such file"),
 }
 BROKEN_DATABASE = {c for c, (_, needle) in BAD_INPUT.items() if needle == NOT_A_DATABASE}
-NO_JSON_FLAG = {"serve", "worker"}  # long-running: they print no result object
+NO_JSON_FLAG = {"serve", "worker", "api"}  # long-running: they print no result object
 
 # Commands whose every input is checked by click (ranges, choices): nothing reaches them that
 # could be bad beyond their usage.
@@ -243,6 +271,26 @@ HAPPY: dict[str, tuple[str, str]] = {
         "test_audit_export.py",
         "test_audit_export_cli_writes_the_file_and_one_json_object",
     ),
+    "bank create": ("test_banks_cli.py", "test_bank_cli_create_add_list_disable_and_enable"),
+    "bank add": ("test_banks_cli.py", "test_bank_cli_create_add_list_disable_and_enable"),
+    "bank import": ("test_banks_cli.py", "test_bank_cli_import_export_round_trip"),
+    "bank export": ("test_banks_cli.py", "test_bank_cli_import_export_round_trip"),
+    "bank list": ("test_banks_cli.py", "test_bank_cli_create_add_list_disable_and_enable"),
+    "bank disable": ("test_banks_cli.py", "test_bank_cli_create_add_list_disable_and_enable"),
+    "bank enable": ("test_banks_cli.py", "test_bank_cli_create_add_list_disable_and_enable"),
+    "bench pdq": (
+        "test_banks_cli.py",
+        "test_bench_pdq_writes_results_with_recall_against_brute_force",
+    ),
+    "api": ("test_api_cli.py", "test_workbench_api_serves_health_and_scans"),
+    "apikey create": ("test_apikeys.py", "test_apikey_create_list_revoke"),
+    "apikey list": ("test_apikeys.py", "test_apikey_create_list_revoke"),
+    "apikey revoke": ("test_apikeys.py", "test_apikey_create_list_revoke"),
+    "scan": (
+        "test_scan_sweep.py",
+        "test_scan_cli_sweeps_and_a_rerun_after_it_finished_starts_over",
+    ),
+    "bench scan": ("test_scan_bench.py", "test_bench_scan_reports_latency_and_loses_no_record"),
 }
 
 

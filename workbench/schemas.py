@@ -22,6 +22,21 @@ class EncoderSettings(BaseModel):
     audio_model_path: str | None = None
 
 
+class ScanThreshold(BaseModel):
+    """Model-score thresholds of one policy for the scan decision (None: never by the model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    review: float | None = Field(0.5, ge=0.0, le=1.0, description="score at which to hold")
+    block: float | None = Field(None, ge=0.0, le=1.0, description="score at which to block")
+
+    @model_validator(mode="after")
+    def _block_above_review(self) -> ScanThreshold:
+        if self.review is not None and self.block is not None and self.block < self.review:
+            raise ValueError(f"block ({self.block}) must not be below review ({self.review})")
+        return self
+
+
 class ProjectSettings(BaseModel):
     """Per-project knobs. Unknown keys are refused so a typo never passes silently."""
 
@@ -77,6 +92,19 @@ class ProjectSettings(BaseModel):
         False,
         description="copy each reviewer's label to the item's duplicate group (source "
         "'propagated': training data for unlabelled members, never counted as a human label)",
+    )
+
+    scan_thresholds: dict[str, ScanThreshold] = Field(
+        default_factory=dict,
+        description="policy code -> {review, block} score thresholds of the scan decision; "
+        "policies not named use scan_default_thresholds",
+    )
+    # Blocking by a model score alone is opt-in: by default the model only holds for review.
+    scan_default_thresholds: ScanThreshold = Field(default_factory=ScanThreshold)
+    scan_deadline_decision: Literal["allow", "review", "block"] = Field(
+        "allow",
+        description="the answer when a scan's deadline passes before the model has scored it "
+        "and no bank matched: allow (fail open), review or block (fail closed)",
     )
 
     @field_validator("selection_mix")

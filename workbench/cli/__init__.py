@@ -7,6 +7,9 @@ import typer
 from workbench.cli import (
     adjudicate,
     agreement,
+    api,
+    apikey,
+    bank,
     bench,
     db,
     demo,
@@ -18,6 +21,7 @@ from workbench.cli import (
     media,
     project,
     quality,
+    scan,
     select,
     serve,
     taxonomy,
@@ -45,6 +49,8 @@ app.add_typer(user.app, name="user")
 app.add_typer(media.app, name="media")
 app.add_typer(bench.app, name="bench")
 app.add_typer(dsa.app, name="dsa")
+app.add_typer(bank.app, name="bank")
+app.add_typer(apikey.app, name="apikey")
 ingest.register(app)
 labels.register(app)
 embed.register(app)
@@ -56,6 +62,8 @@ agreement.register(app)
 adjudicate.register(app)
 gold.register(app)
 quality.register(app)
+api.register(app)
+scan.register(app)
 
 
 @app.command()

@@ -18,11 +18,15 @@ def _register_all() -> None:
         bench_browser,
         bench_embed,
         bench_index,
+        bench_pdq,
         bench_queue,
+        bench_scan,
     )
 
     for module in (bench_embed, bench_index, bench_al, bench_agreement, bench_queue, bench_browser):
         module.register(app)
+    bench_pdq.register(app)
+    bench_scan.register(app)
 
 
 _register_all()

@@ -1,4 +1,5 @@
-"""`workbench serve`: the browser app (Streamlit) and, beside it, a `workbench worker`."""
+"""`workbench serve`: the browser app (Streamlit) and, beside it, a `workbench worker` and the
+scan API (`workbench api`)."""
 
 from __future__ import annotations
 
@@ -50,14 +51,26 @@ def worker_command() -> list[str]:
     return [exe, "worker"] if exe else [sys.executable, "-m", "workbench.cli", "worker"]
 
 
+def api_command(port: int, address: str) -> list[str]:
+    """`workbench api`, as this installation starts it."""
+    exe = shutil.which("workbench")
+    base = [exe] if exe else [sys.executable, "-m", "workbench.cli"]
+    return [*base, "api", "--host", address, "--port", str(port)]
+
+
 def serve(
     port: Annotated[int, typer.Option(help="Port of the web app.")] = 8501,
     address: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Do not start a `workbench worker` beside it.")
     ] = False,
+    no_api: Annotated[
+        bool, typer.Option("--no-api", help="Do not start the scan API (`workbench api`).")
+    ] = False,
+    api_port: Annotated[int, typer.Option(help="Port of the scan API.")] = 8600,
 ) -> None:
-    """Start the reviewer workbench in the browser (and a worker for retrain rounds)."""
+    """Start the reviewer workbench in the browser (with a worker for retrain rounds and the
+    scan API beside it)."""
     with database(False):
         pass  # fail early, with a clear message, if the database is unusable or out of date
     env = dict(os.environ)
@@ -66,9 +79,17 @@ def serve(
     if worker is not None:
         procs.append(subprocess.Popen(worker, env=env))
         say(f"worker started (pid {procs[-1].pid})")
+    api = None
+    if not no_api:
+        api = subprocess.Popen(api_command(api_port, address), env=env)
+        say(f"scan API at http://{address}:{api_port} (docs at /docs; pid {api.pid})")
     web = subprocess.Popen(streamlit_command(port, address), env=env)
     procs.append(web)
     say(f"workbench at http://{address}:{port} (Ctrl+C stops it)")
+
+    watched = list(procs)  # the UI and the worker: when one ends, everything stops
+    if api is not None:
+        procs.append(api)
 
     def stop(*_: object) -> None:
         for p in procs:
@@ -77,7 +98,12 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        while all(p.poll() is None for p in procs):
+        api_reported = False
+        while all(p.poll() is None for p in watched):
+            # The API failing (its port taken, say) leaves the reviewers' UI up; it says why.
+            if api is not None and not api_reported and api.poll() is not None:
+                say(f"the scan API stopped (exit {api.returncode}); the UI keeps running")
+                api_reported = True
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

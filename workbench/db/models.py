@@ -653,6 +653,145 @@ class Adjudication(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+# Hash-match banks
+
+
+class BankAction(StrEnum):
+    block = "block"  # a match stops the upload
+    review = "review"  # a match sends it to the review queue
+
+
+class SignalType(StrEnum):
+    pdq = "pdq"  # 256-bit perceptual hash of an image (Meta's PDQ)
+    vpdq = "vpdq"  # one PDQ per sampled video frame (Meta's vPDQ)
+    sha256 = "sha256"  # exact bytes of any file
+    md5 = "md5"  # exact bytes, for lists that other tools share as MD5
+
+
+class HashBank(Base):
+    """A named list of known content (HMA's bank), shared by every project, with one action.
+
+    `matching_enabled_ratio` rolls a new bank out to a fraction of subjects; `version` grows with
+    every write to the bank or its contents, so each process can tell when its cached index is
+    stale without reading the contents.
+    """
+
+    __tablename__ = "hash_banks"
+    __table_args__ = (
+        CheckConstraint(
+            "matching_enabled_ratio >= 0 AND matching_enabled_ratio <= 1", name="enabled_ratio"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    action: Mapped[BankAction] = mapped_column(_enum(BankAction, "bank_action"))
+    matching_enabled_ratio: Mapped[float] = mapped_column(Float, default=1.0)
+    # Disabled with no end date stays off until enabled again.
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class HashBankContent(Base):
+    """One signal in a bank: a hash of a known file, with the id the bank's source gave it."""
+
+    __tablename__ = "hash_bank_contents"
+    __table_args__ = (
+        UniqueConstraint("bank_id", "signal_type", "signal_key"),
+        Index("ix_hash_bank_contents_signal", "signal_type", "signal_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    bank_id: Mapped[int] = mapped_column(ForeignKey("hash_banks.id", ondelete="CASCADE"))
+    signal_type: Mapped[SignalType] = mapped_column(_enum(SignalType, "signal_type"))
+    # Lower-case hex; a vPDQ signal is one line per frame, so it can be long.
+    signal: Mapped[str] = mapped_column(Text)
+    # The signal itself when it fits (PDQ, SHA-256, MD5), else its SHA-256: a btree index on
+    # Postgres refuses keys over ~2.7 kB, and a long video's vPDQ signal is larger.
+    signal_key: Mapped[str] = mapped_column(String(64))
+    content_id: Mapped[str | None] = mapped_column(String(256))
+    note: Mapped[str | None] = mapped_column(Text)
+    # PDQ's quality score (0-100; below 50 PDQ's authors call the hash unreliable).
+    quality: Mapped[int | None] = mapped_column(Integer)
+    disabled_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Scan API
+
+
+class ScanDecision(StrEnum):
+    allow = "allow"
+    review = "review"  # held for a person: the item is queued ahead of active-learning entries
+    block = "block"
+
+
+class ApiKey(Base):
+    """A key for the HTTP API. Only the sha256 of the token is stored: tokens are 256 random
+    bits, so a plain hash cannot be reversed, and a leaked table cannot be replayed."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Stamped at most once a minute (with an audit event), not on every request.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Scan(Base):
+    """One scan decision (API or catalogue sweep): what, when, why, and how automated."""
+
+    __tablename__ = "scans"
+    __table_args__ = (Index("ix_scans_project_created", "project_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(16))  # api or sweep
+    external_id: Mapped[str | None] = mapped_column(String(512))
+    # What was scanned, without keeping it: sha256 over the text and each file's sha256.
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    # The item the scan is about: a swept item, or the item a review decision ingested.
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="SET NULL"))
+    decision: Mapped[ScanDecision] = mapped_column(_enum(ScanDecision, "scan_decision"))
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    # For transparency reports (DSA art. 15/24): was the content found, and decided, by a machine?
+    automated_detection: Mapped[bool] = mapped_column(Boolean)
+    automated_decision: Mapped[bool] = mapped_column(Boolean)
+    degraded: Mapped[bool] = mapped_column(Boolean, default=False)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScanSweep(Base):
+    """A catalogue sweep of one project (`workbench scan`): its checkpoint, so a rerun resumes."""
+
+    __tablename__ = "scan_sweeps"
+    __table_args__ = (Index("ix_scan_sweeps_project", "project_id", "finished_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Items are swept in id order; every item up to this id is done.
+    last_item_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 # Enforcement decisions
 
 

@@ -180,4 +180,8 @@ def run_demo(
     say(f"dsa: {made} enforcement decision(s) and appeal(s) made")
     with db.sessions() as s:
         status = project_status(s, get_project(s, DEMO_PROJECT))
+    say(
+        "scan API: `workbench serve` starts it on port 8600 (docs at /docs); make a key with "
+        "`workbench apikey create NAME --scope scan`"
+    )
     return {"project": DEMO_PROJECT, "status": status, "users": users}

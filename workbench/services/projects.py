@@ -41,6 +41,10 @@ SETTING_ROLES: dict[str, frozenset[Role]] = {
     "lease_seconds": _LEAD,
     "show_model_suggestion_after_submit": _LEAD,
     "label_aggregation": _LEAD,
+    # What a scan blocks or holds is a policy decision, as the thresholds of review are.
+    "scan_thresholds": _LEAD,
+    "scan_default_thresholds": _LEAD,
+    "scan_deadline_decision": _LEAD,
 }
 
 

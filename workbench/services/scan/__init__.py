@@ -1,0 +1,1 @@
+"""Pre-publish scanning and proactive detection: hash-match banks (`banks/`), scan decisions."""
