@@ -12,7 +12,7 @@ from scan_builders import WordEncoder, lookup, make_champion
 from sqlalchemy import func, select
 
 from workbench.db.database import Database
-from workbench.db.models import QueueEntry, Scan, ScanSweep
+from workbench.db.models import EnforcementDecision, QueueEntry, Scan, ScanSweep
 from workbench.services.audit import Actor
 from workbench.services.projects import get_project, set_project_setting
 from workbench.services.scan.score import ChampionScorer
@@ -147,3 +147,23 @@ def test_sweep_matches_stored_media_against_the_banks(  # type: ignore[no-untype
     finally:
         db.dispose()
         match.invalidate()
+
+
+def test_a_sweep_block_by_the_model_becomes_an_enforcement_decision(swept_db: Database) -> None:
+    with swept_db.sessions.begin() as s:
+        set_project_setting(
+            s, get_project(s, "p"), "scan_thresholds", {"hate": {"block": 0.5}}, Actor.system()
+        )
+    scorer = ChampionScorer(swept_db.settings, lookup(WordEncoder()))
+    report = sweep_project(swept_db, scorer, "p", Actor.system(), batch_size=3)
+    assert dict(report.decisions) == {"block": 2, "allow": 5}
+    assert report.enforcement_decisions == 2 and report.blocks_without_policy == 0
+    with swept_db.sessions() as s:
+        rows = list(s.scalars(select(EnforcementDecision).order_by(EnforcementDecision.item_id)))
+        blocked = {sc.item_id for sc in s.scalars(select(Scan).where(Scan.decision == "block"))}
+        assert {d.item_id for d in rows} == blocked
+        assert all(d.origin.value == "scan" and d.automated_detection for d in rows)
+        assert {d.policy_code for d in rows} == {"hate"}
+    # A second sweep records its scans again, each block its own decision (its own scan ref).
+    again = sweep_project(swept_db, scorer, "p", Actor.system())
+    assert again.enforcement_decisions == 2 and _count(swept_db, EnforcementDecision) == 4

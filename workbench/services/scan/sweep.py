@@ -21,6 +21,7 @@ from workbench.errors import WorkbenchError
 from workbench.progress import ProgressFactory, no_progress
 from workbench.schemas import ProjectSettings
 from workbench.services.audit import Actor, record_event
+from workbench.services.report.decisions import record_scan_decision
 from workbench.services.projects import get_project, project_settings
 from workbench.services.scan.banks.match import BankMatch, match_media
 from workbench.services.scan.content import scan_content_hash
@@ -38,6 +39,10 @@ class SweepReport:
     resumed_after_item: int = 0
     items: int = 0
     decisions: Counter[str] = field(default_factory=Counter)
+    # DSA enforcement decisions made for blocked items; bank blocks carry no policy, so they
+    # are counted apart until banks name one (a statement of reasons needs a category).
+    enforcement_decisions: int = 0
+    blocks_without_policy: int = 0
     queued: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
     model_status: str = "no_champion"
@@ -54,6 +59,8 @@ class SweepReport:
             "items": self.items,
             "decisions": {d.value: self.decisions.get(d.value, 0) for d in ScanDecision},
             "queued": self.queued,
+            "enforcement_decisions": self.enforcement_decisions,
+            "blocks_without_policy": self.blocks_without_policy,
             "failed": len(self.failed),
             "failures": self.failed[:50],
             "model_status": self.model_status,
@@ -131,7 +138,7 @@ def sweep_project(
                     batch[outcome.decision.value] += 1
                     if dry_run:
                         continue
-                    record_scan(
+                    scan = record_scan(
                         s,
                         project_id,
                         outcome,
@@ -141,6 +148,8 @@ def sweep_project(
                         latency_ms=None,
                         content_hash=scan_content_hash(item.text, [a.sha256 for a in item.assets]),
                     )
+                    if outcome.decision == ScanDecision.block:
+                        _enforce_block(s, project, item, outcome, scan.id, actor, report)
                     if outcome.decision == ScanDecision.review and queue_for_review(
                         s, project, item.id, outcome, actor
                     ):
@@ -173,6 +182,38 @@ def sweep_project(
                 details=report.as_dict() | {"failures": len(report.failed)},
             )
     return report
+
+
+def _enforce_block(
+    session: Session,
+    project: Project,
+    item: Item,
+    outcome: ScanOutcome,
+    scan_id: int,
+    actor: Actor,
+    report: SweepReport,
+) -> None:
+    """A live item the sweep blocks is an own-initiative, fully automated enforcement decision
+    (reporting needs it); the policy is the highest-scoring one over its block threshold."""
+    blocking = [r for r in outcome.reasons if r.get("action") == "block" and "policy" in r]
+    if not blocking:
+        report.blocks_without_policy += 1
+        return
+    top = max(blocking, key=lambda r: r["score"])
+    record_scan_decision(
+        session,
+        project,
+        item,
+        policy_code=top["policy"],
+        scan_ref=f"scan-{scan_id}",
+        actor=actor,
+        facts=(
+            f"Automated catalogue scan: model version {top['model_version']} scored "
+            f"{top['score']:.3f} for {top['policy']}, at or above the block threshold "
+            f"{top['threshold']}."
+        ),
+    )
+    report.enforcement_decisions += 1
 
 
 def _decide_item(
