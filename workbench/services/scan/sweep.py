@@ -21,8 +21,8 @@ from workbench.errors import WorkbenchError
 from workbench.progress import ProgressFactory, no_progress
 from workbench.schemas import ProjectSettings
 from workbench.services.audit import Actor, record_event
-from workbench.services.report.decisions import record_scan_decision
 from workbench.services.projects import get_project, project_settings
+from workbench.services.report.decisions import record_scan_decision
 from workbench.services.scan.banks.match import BankMatch, match_media
 from workbench.services.scan.content import scan_content_hash
 from workbench.services.scan.decide import ModelScores, ScanOutcome, decide
