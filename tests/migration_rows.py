@@ -168,6 +168,21 @@ ROWS: dict[str, Rows] = {
              "retired_by": None},
         ]),
     ],
+    "0013_evaluation": [
+        ("evaluation_sets", [
+            {"id": 1, "project_id": 1, "name": "golden", "version": 1, "kind": "sample",
+             "status": "frozen", "source": {"n": 2, "overlap": 3, "seed": 0},
+             "created_by": "lead", "created_at": T0, "frozen_at": LATER, "retired_at": None},
+            {"id": 2, "project_id": 1, "name": "public", "version": 1, "kind": "labels_file",
+             "status": "retired", "source": {"file": "labels.jsonl", "sha256": "ab"},
+             "created_by": "system", "created_at": T0, "frozen_at": T0, "retired_at": LATER},
+        ]),
+        ("evaluation_members", [
+            {"id": 1, "set_id": 1, "item_id": 1, "reference": "hate", "stratum": "en"},
+            {"id": 2, "set_id": 1, "item_id": 2, "reference": "none", "stratum": "en"},
+            {"id": 3, "set_id": 2, "item_id": 3, "reference": None, "stratum": None},
+        ]),
+    ],
 }
 # fmt: on
 
