@@ -28,6 +28,7 @@ def test_bootstrap_interval_equals_scipy_percentile_on_the_same_draws() -> None:
         (np.arange(200),),
         lambda i: x[i].mean(),
         vectorized=False,
+        n_resamples=1000,
         method="percentile",
         random_state=np.random.default_rng(3),
     ).confidence_interval
