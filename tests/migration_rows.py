@@ -183,6 +183,22 @@ ROWS: dict[str, Rows] = {
             {"id": 3, "set_id": 2, "item_id": 3, "reference": None, "stratum": None},
         ]),
     ],
+    "0014_prevalence_samples": [
+        ("prevalence_plans", [
+            {"id": 1, "project_id": 1, "policy": "hate", "model_version_id": 1,
+             "model_version": 1, "threshold": 0.5, "threshold_source": "default 0.5",
+             "n_requested": 2, "seed": 0, "population": 3,
+             "strata": [{"stratum": 0, "score_low": 0.1, "score_high": 0.9, "population": 3,
+                         "allocated": 2}],
+             "created_by": "system", "created_at": T0},
+        ]),
+        ("prevalence_samples", [
+            {"id": 1, "plan_id": 1, "item_id": 1, "stratum": 0, "inclusion_probability": 0.5,
+             "score": 0.9},
+            {"id": 2, "plan_id": 1, "item_id": 2, "stratum": 0, "inclusion_probability": 0.5,
+             "score": 0.1},
+        ]),
+    ],
 }
 # fmt: on
 

@@ -711,3 +711,53 @@ class EvaluationMember(Base):
     # A training class (a policy code, or `none`); filled when the set freezes for a sample.
     reference: Mapped[str | None] = mapped_column(String(64))
     stratum: Mapped[str | None] = mapped_column(String(128))
+
+
+# Prevalence samples
+
+
+class PrevalencePlan(Base):
+    """A stratified random sample of the pool drawn to measure one policy's prevalence.
+
+    The strata are quantile buckets of the scoring model's score for the policy; `strata` keeps
+    each one's score range, population N_h and allocation n_h, which the estimate weighs by.
+    """
+
+    __tablename__ = "prevalence_plans"
+    __table_args__ = (Index("ix_prevalence_plans_project_policy", "project_id", "policy", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    policy: Mapped[str] = mapped_column(String(64))
+    # The champion whose scores made the strata; recall is estimated for it, at `threshold`.
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    model_version: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[float] = mapped_column(Float)
+    threshold_source: Mapped[str] = mapped_column(String(200))
+    n_requested: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    population: Mapped[int] = mapped_column(Integer)
+    # [{"stratum", "score_low", "score_high", "population", "mean_score", "prior_sd",
+    #   "allocated"}], lowest scores first.
+    strata: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PrevalenceSample(Base):
+    """One sampled item of a prevalence plan: its stratum, inclusion probability and score."""
+
+    __tablename__ = "prevalence_samples"
+    __table_args__ = (
+        UniqueConstraint("plan_id", "item_id"),
+        Index("ix_prevalence_samples_item", "item_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("prevalence_plans.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    stratum: Mapped[int] = mapped_column(Integer)
+    inclusion_probability: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
