@@ -15,6 +15,7 @@ from workbench.cli import (
     ingest,
     labels,
     media,
+    prevalence,
     project,
     quality,
     select,
@@ -43,6 +44,7 @@ app.add_typer(taxonomy.app, name="taxonomy")
 app.add_typer(user.app, name="user")
 app.add_typer(media.app, name="media")
 app.add_typer(bench.app, name="bench")
+app.add_typer(prevalence.app, name="prevalence")
 ingest.register(app)
 labels.register(app)
 embed.register(app)
