@@ -110,6 +110,19 @@ class ProjectSettings(BaseModel):
         "validation split reaches this",
     )
     promotion_rule: PromotionRule = Field(default_factory=PromotionRule)
+    drift_psi_alert: float = Field(
+        0.2,
+        gt=0.0,
+        description="`workbench drift` alerts when a class score's population stability index "
+        "(10 quantile bins of the reference window) reaches this",
+    )
+    drift_auc_alert: float = Field(
+        0.7,
+        ge=0.5,
+        le=1.0,
+        description="`workbench drift` alerts when a classifier tells reference from current "
+        "item vectors with this cross-validated ROC-AUC or more",
+    )
 
     @field_validator("selection_mix")
     @classmethod

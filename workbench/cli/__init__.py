@@ -10,11 +10,15 @@ from workbench.cli import (
     bench,
     db,
     demo,
+    drift,
     embed,
+    evalset,
+    evaluate,
     gold,
     ingest,
     labels,
     media,
+    models,
     prevalence,
     project,
     quality,
@@ -44,6 +48,9 @@ app.add_typer(taxonomy.app, name="taxonomy")
 app.add_typer(user.app, name="user")
 app.add_typer(media.app, name="media")
 app.add_typer(bench.app, name="bench")
+app.add_typer(evalset.app, name="evalset")
+app.add_typer(evaluate.app, name="evaluate")
+app.add_typer(models.app, name="models")
 app.add_typer(prevalence.app, name="prevalence")
 ingest.register(app)
 labels.register(app)
@@ -56,6 +63,7 @@ agreement.register(app)
 adjudicate.register(app)
 gold.register(app)
 quality.register(app)
+drift.register(app)
 
 
 @app.command()

@@ -31,6 +31,8 @@ SETTING_ROLES: dict[str, frozenset[Role]] = {
     "propagate_to_duplicates": _ENGINEER,
     "target_precision": _ENGINEER,
     "promotion_rule": _ENGINEER,
+    "drift_psi_alert": _ENGINEER,
+    "drift_auc_alert": _ENGINEER,
     "overlap_share": _LEAD,
     "overlap_k": _LEAD,
     "gold_rate": _LEAD,
