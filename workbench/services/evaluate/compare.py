@@ -13,6 +13,7 @@ import numpy as np
 
 from workbench.schemas import PromotionRule
 from workbench.services.evaluate.intervals import bootstrap_interval
+from workbench.services.evaluate.ranking import average_precision
 from workbench.services.evaluate.thresholds import threshold_of
 
 NONE_CLASS = "none"
@@ -39,10 +40,8 @@ def align(proba: np.ndarray, own: list[str], classes: list[str]) -> np.ndarray:
 
 def macro_average_precision(reference: np.ndarray, proba: np.ndarray, classes: list[str]) -> float:
     """Mean one-vs-rest average precision over the classes present in `reference`."""
-    from sklearn.metrics import average_precision_score
-
     aps = [
-        average_precision_score(reference == c, proba[:, k])
+        average_precision(reference == c, proba[:, k])
         for k, c in enumerate(classes)
         if (reference == c).any()
     ]

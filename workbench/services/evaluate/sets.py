@@ -164,7 +164,7 @@ def create_from_labels(
         )
     if not rows:
         raise WorkbenchError(f"{path}: no labels in the file; no evaluation set was made")
-    item_ids = {eid: f.item_id for eid, f in facts.items()}
+    item_ids = {eid: f.id for eid, f in facts.items()}
     method = project_settings(project).label_aggregation
     references = reference_classes_from_rows(rows, item_ids, method)
     if not references:
@@ -192,11 +192,12 @@ def create_from_labels(
     )
     session.add(es)
     session.flush()
-    languages = dict(
-        session.execute(
+    languages = {
+        int(i): lang
+        for i, lang in session.execute(
             select(Item.id, Item.language).where(Item.id.in_(list(references)))
-        ).tuples()
-    )
+        )
+    }
     session.add_all(
         EvaluationMember(
             set_id=es.id, item_id=i, reference=c, stratum=languages.get(i) or "unknown"
