@@ -33,7 +33,6 @@ USAGE: dict[str, list[str]] = {
     "serve": ["--port", "http"],
     "retrain": ["-p", "p", "--bogus"],
     "worker": ["--poll-seconds", "soon"],
-    "models": [],
     "select": ["-p", "p", "--batch", "0"],
     "demo": ["--port", "http"],
     "agreement": ["-p", "p", "--field", "colour"],
@@ -79,6 +78,16 @@ USAGE: dict[str, list[str]] = {
     "gold list": [],
     "gold accuracy": ["-p", "p", "--window-days", "-1"],
     "audit export": ["-p", "p"],  # --out missing
+    "evalset create": [],
+    "evalset sample": ["golden", "-p", "p", "--n", "0"],
+    "evalset list": ["--bogus"],
+    "evalset show": [],
+    "evalset freeze": [],
+    "evalset retire": [],
+    "evaluate online": ["--bogus"],
+    "models compare": ["1"],
+    "models promote": ["v2"],
+    "models rollback": ["--bogus"],
 }
 
 NOT_A_DATABASE = "file is not a database"
@@ -95,7 +104,6 @@ BAD_INPUT: dict[str, tuple[list[str], str]] = {
     "serve": ([], NOT_A_DATABASE),
     "retrain": (["-p", "p"], "failed: project 'p' has no usable labels yet"),
     "worker": (["--once"], NOT_A_DATABASE),
-    "models": (["-p", "nope"], NO_PROJECT),
     "select": (["-p", "p"], "project 'p' has no fused vectors yet"),
     "demo": (["--fixtures", "{tmp}/demo", "--no-serve"], "manifest.jsonl: demo fixture missing"),
     "agreement": (["-p", "nope"], NO_PROJECT),
@@ -142,6 +150,16 @@ BAD_INPUT: dict[str, tuple[list[str], str]] = {
     "gold list": (["-p", "nope"], NO_PROJECT),
     "gold accuracy": (["-p", "nope"], NO_PROJECT),
     "audit export": (["--out", "{tmp}/audit.csv", "--since", "soon"], "--since 'soon'"),
+    "evalset create": (["g", "-p", "p", "--labels", "{tmp}/l.jsonl"], "l.jsonl: no such file"),
+    "evalset sample": (["g", "-p", "p", "--n", "9"], "a sample of 9 is larger than the pool of 3"),
+    "evalset list": (["-p", "nope"], NO_PROJECT),
+    "evalset show": (["nope", "-p", "p"], "no evaluation set 'nope'"),
+    "evalset freeze": (["nope", "-p", "p"], "no evaluation set 'nope'"),
+    "evalset retire": (["nope", "-p", "p"], "no evaluation set 'nope'"),
+    "evaluate online": (["-p", "nope"], NO_PROJECT),
+    "models compare": (["1", "2", "-p", "p", "--evalset", "nope"], "no evaluation set 'nope'"),
+    "models promote": (["9", "-p", "p"], "no model version 9"),
+    "models rollback": (["-p", "p"], "project 'p' has no champion to roll back"),
 }
 BROKEN_DATABASE = {c for c, (_, needle) in BAD_INPUT.items() if needle == NOT_A_DATABASE}
 NO_JSON_FLAG = {"serve", "worker"}  # long-running: they print no result object
@@ -158,7 +176,6 @@ HAPPY: dict[str, tuple[str, str]] = {
     "serve": ("test_cli_commands.py", "test_serve_has_help_and_refuses_a_bad_option"),
     "retrain": ("test_cli_loop.py", "test_retrain_trains_a_new_model_version_now"),
     "worker": ("test_cli_loop.py", "test_worker_once_runs_a_queued_round_and_stops"),
-    "models": ("test_cli_loop.py", "test_models_lists_versions_newest_first_with_their_rounds"),
     "select": ("test_cli_loop.py", "test_select_queues_unlabelled_items_with_a_reason_each"),
     "demo": (
         "test_cli_loop.py",
@@ -242,6 +259,46 @@ HAPPY: dict[str, tuple[str, str]] = {
     "audit export": (
         "test_audit_export.py",
         "test_audit_export_cli_writes_the_file_and_one_json_object",
+    ),
+    "evalset create": (
+        "test_evalsets.py",
+        "test_create_from_a_label_file_aggregates_reviewers_and_freezes",
+    ),
+    "evalset list": (
+        "test_evalsets.py",
+        "test_create_from_a_label_file_aggregates_reviewers_and_freezes",
+    ),
+    "evalset show": (
+        "test_evalsets.py",
+        "test_sample_is_stratified_queued_with_overlap_and_freezes_when_complete",
+    ),
+    "evalset sample": (
+        "test_evalsets.py",
+        "test_sample_is_stratified_queued_with_overlap_and_freezes_when_complete",
+    ),
+    "evalset freeze": (
+        "test_evalsets.py",
+        "test_sample_is_stratified_queued_with_overlap_and_freezes_when_complete",
+    ),
+    "evalset retire": (
+        "test_evalsets.py",
+        "test_sample_is_stratified_queued_with_overlap_and_freezes_when_complete",
+    ),
+    "evaluate online": (
+        "test_evaluate.py",
+        "test_online_metrics_per_iso_week_from_the_review_stream",
+    ),
+    "models compare": (
+        "test_model_registry.py",
+        "test_compare_promote_and_rollback_by_hand_are_audited",
+    ),
+    "models promote": (
+        "test_model_registry.py",
+        "test_compare_promote_and_rollback_by_hand_are_audited",
+    ),
+    "models rollback": (
+        "test_model_registry.py",
+        "test_compare_promote_and_rollback_by_hand_are_audited",
     ),
 }
 
