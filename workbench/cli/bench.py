@@ -17,11 +17,20 @@ def _register_all() -> None:
         bench_al,
         bench_browser,
         bench_embed,
+        bench_eval,
         bench_index,
         bench_queue,
     )
 
-    for module in (bench_embed, bench_index, bench_al, bench_agreement, bench_queue, bench_browser):
+    for module in (
+        bench_embed,
+        bench_index,
+        bench_al,
+        bench_agreement,
+        bench_queue,
+        bench_browser,
+        bench_eval,
+    ):
         module.register(app)
 
 

@@ -58,7 +58,7 @@ from workbench.services.queue.enqueue import NewEntry, enqueue
 from workbench.services.train.train import counted_labels
 
 STRATEGY = "prevalence"  # the queue entries' strategy: a measurement, not active learning
-DEFAULT_STRATA = 5
+DEFAULT_STRATA = 10
 ALLOCATION_NOTE = (
     "Neyman allocation n_h ~ N_h S_h, with S_h guessed as sqrt(p (1 - p)) of the stratum's mean "
     "score (a prior: exact only if the scores are calibrated; a wrong guess costs precision, "
