@@ -24,6 +24,7 @@ PAGES: tuple[tuple[Role, str, str], ...] = (
     (Role.lead, "Adjudication", "adjudication"),
     (Role.lead, "Gold", "gold"),
     (Role.engineer, "Engineer", "engineer"),
+    (Role.engineer, "Evaluation", "evaluation"),
     (Role.admin, "Admin", "admin"),
 )
 

@@ -291,18 +291,21 @@ def metrics_for(
         t = threshold_of(thresholds, c)
         flagged = proba[:, k] >= t
         has = bool(positive.any())
+        predicted_any = bool((pred_idx == k).any())
+        # Undefined figures stay undefined (null), not 0: a class with no items in the set and
+        # never predicted has no precision, recall or F1 here.
         entry: dict[str, Any] = {
-            "precision": _r(p[k]),
+            "precision": _r(p[k]) if predicted_any or has else None,
             "recall": _r(r[k]) if has else None,
-            "f1": _r(f[k]),
+            "f1": _r(f[k]) if predicted_any or has else None,
             "average_precision": _r(average_precision_score(positive, proba[:, k]))
             if has
             else None,
             "threshold": _r(t),
             "support": int(support[k]),
-            "precision_ci": _ci(cis[f"precision/{k}"]),
+            "precision_ci": _ci(cis[f"precision/{k}"]) if predicted_any or has else [None, None],
             "recall_ci": _ci(cis[f"recall/{k}"]) if has else [None, None],
-            "f1_ci": _ci(cis[f"f1/{k}"]),
+            "f1_ci": _ci(cis[f"f1/{k}"]) if predicted_any or has else [None, None],
             "average_precision_ci": _ci(cis[f"average_precision/{k}"]) if has else [None, None],
             "precision_at_threshold": _r(float(positive[flagged].mean()))
             if flagged.any()

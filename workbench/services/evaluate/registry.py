@@ -167,3 +167,14 @@ def model_rows(session: Session, project: Project) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def latest_comparison(session: Session, project: Project) -> dict[str, Any] | None:
+    """The champion/challenger comparison of the newest version a round judged on frozen sets."""
+    mv = session.scalar(
+        select(ModelVersion)
+        .where(ModelVersion.project_id == project.id, ModelVersion.comparison.is_not(None))
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    )
+    return dict(mv.comparison) if mv is not None and mv.comparison else None

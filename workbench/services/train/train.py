@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -477,16 +478,22 @@ def _operating_thresholds(
             f"random holdout ({int(eval_mask.sum())} items)",
         )
     _, counts = np.unique(names[train_mask], return_counts=True)
-    folds = int(min(5, counts.min())) if len(counts) > 1 else 0
-    if folds < 2:
-        return {}, "none (a class has a single example)"
-    proba = cross_val_predict(
-        new_head(params),
-        X[train_mask],
-        names[train_mask],
-        cv=StratifiedKFold(folds, shuffle=True, random_state=0),
-        method="predict_proba",
-    )
+    # A rare class (one example) must not cost every other class its threshold: the folds are
+    # as many as the commonest class allows; a fold's head that never saw a rare class scores
+    # it 0 (scikit-learn fills the column), which only makes that class's threshold cautious.
+    folds = int(min(5, counts.max())) if len(counts) > 1 else 0
+    if folds < 2 or int(train_mask.sum()) < 2 * folds:
+        return {}, "none (too few training items for out-of-fold scores)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only 1 member"
+        warnings.simplefilter("ignore", RuntimeWarning)
+        proba = cross_val_predict(
+            new_head(params),
+            X[train_mask],
+            names[train_mask],
+            cv=StratifiedKFold(folds, shuffle=True, random_state=0),
+            method="predict_proba",
+        )
     return (
         choose_thresholds(names[train_mask], np.asarray(proba), classes, target),
         f"{folds}-fold out-of-fold scores of the training items",
