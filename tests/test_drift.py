@@ -97,6 +97,8 @@ def test_drift_alerts_on_shifted_new_items(db: Database, cli) -> None:  # type: 
     assert r["score_psi"]["classes"]["hate"]["psi"] > 0.2 and r["score_psi"]["alert"]
     assert r["embedding_drift"]["roc_auc"] > 0.8 and r["embedding_drift"]["alert"]
     assert any("embedding drift" in a for a in r["alerts"])
+    human = cli("drift", "-p", "p")
+    assert human.exit_code == 0 and "PSI hate" in human.stdout and "alert:" in human.stderr
     # The thresholds are project settings.
     with db.sessions.begin() as s:
         project = s.scalars(select(Project)).one()

@@ -256,6 +256,8 @@ def test_plan_label_estimate_end_to_end(db: Database, cli, tmp_path: Path) -> No
     assert rec["estimate"] == pytest.approx(flagged_pos / positives, abs=1e-6)
     assert rec["ci"][0] <= rec["estimate"] <= rec["ci"][1]
     assert rec["threshold_source"] and rec["positives_reviewed"] > 0
+    human = cli("prevalence", "estimate", "-p", "p", "--policy", "hate")
+    assert human.exit_code == 0 and "hate: prevalence" in human.stdout and "recall" in human.stdout
 
 
 def test_bad_input_exits_1_naming_it_and_writes_nothing(db: Database, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -302,3 +304,12 @@ def _project_with_champion_on_existing(db: Database) -> None:
                 lab.label(f"x{n}", "alice", cls)
     run = run_round_now(db, "p", Actor.system(), refill_queue=False, worker="test")
     assert run.status.value == "succeeded"
+
+
+def test_a_stratum_without_positives_still_adds_interval_variance() -> None:
+    # The unbiased estimate gives the empty stratum zero variance; the interval's does not.
+    est = stratified_proportion(np.array([9000, 1000]), np.array([10, 50]), np.array([0, 20]))
+    unbiased_part = 0.1**2 * (1 - 50 / 1000) * 0.4 * 0.6 / 49
+    assert est.variance == pytest.approx(unbiased_part)
+    assert est.interval_variance > est.variance
+    assert est.effective_n < est.estimate * (1 - est.estimate) / est.variance

@@ -18,13 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_PER_STRATUM = 2  # the within-stratum variance needs two reviewed items
+# Half a pseudo-observation at the overall estimate, in each stratum's p_h for the interval's
+# variance only: a stratum of a rare class often shows no positive among its few draws, and its
+# unbiased variance estimate is then 0, which made 95 % intervals cover 93 % of the time on the
+# Davidson data (`workbench bench eval`); with it, 95 %, at 3 points of width.
+VARIANCE_PSEUDO_COUNT = 0.5
 
 PREVALENCE_METHOD = (
     "stratified estimator sum_h W_h p_h, variance sum_h W_h^2 (1 - n_h/N_h) p_h (1 - p_h) / "
     "(n_h - 1) (Cochran 1977, 5.3-5.5); interval: Wilson score interval on the effective sample "
     "size n_eff = p (1 - p) / var (Korn & Graubard 1998; Dean & Pagano 2015), which keeps its "
-    "coverage for rare classes where the normal interval does not; n_eff = n reviewed when p is "
-    "0 or 1"
+    "coverage for rare classes where the normal interval does not, with var taken with each "
+    "p_h shrunk by half a pseudo-observation towards p (so a stratum without a positive among "
+    "its draws does not claim zero variance); n_eff = n reviewed when p is 0 or 1"
 )
 RECALL_METHOD = (
     "combined ratio estimator: estimated positives scored at or above the threshold / "
@@ -113,16 +119,17 @@ def neyman_allocation(
 @dataclass(frozen=True)
 class StratifiedProportion:
     estimate: float
-    variance: float
+    variance: float  # Cochran's unbiased estimate
     n: int  # reviewed items, all strata
+    interval_variance: float  # with VARIANCE_PSEUDO_COUNT: what the interval is built on
 
     @property
     def effective_n(self) -> float:
         """Kish's effective sample size: n over the design effect (n when it is undefined)."""
         p = self.estimate
-        if self.variance <= 0.0 or p <= 0.0 or p >= 1.0:
+        if self.interval_variance <= 0.0 or p <= 0.0 or p >= 1.0:
             return float(self.n)
-        return p * (1.0 - p) / self.variance
+        return p * (1.0 - p) / self.interval_variance
 
 
 def stratified_proportion(
@@ -142,7 +149,10 @@ def stratified_proportion(
     p = y / n
     fpc = 1.0 - n / N
     var = float(np.sum(W**2 * fpc * p * (1.0 - p) / (n - 1.0)))
-    return StratifiedProportion(float(np.sum(W * p)), max(var, 0.0), int(n.sum()))
+    estimate = float(np.sum(W * p))
+    shrunk = (y + VARIANCE_PSEUDO_COUNT * estimate) / (n + VARIANCE_PSEUDO_COUNT)
+    interval_var = float(np.sum(W**2 * fpc * shrunk * (1.0 - shrunk) / (n - 1.0)))
+    return StratifiedProportion(estimate, max(var, 0.0), int(n.sum()), max(interval_var, 0.0))
 
 
 def wilson_effective(estimate: float, effective_n: float, confidence: float) -> tuple[float, float]:
