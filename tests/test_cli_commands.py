@@ -88,6 +88,10 @@ USAGE: dict[str, list[str]] = {
     "models compare": ["1"],
     "models promote": ["v2"],
     "models rollback": ["--bogus"],
+    "prevalence plan": ["-p", "p", "--policy", "hate"],  # --n and --out missing
+    "prevalence estimate": ["-p", "p"],  # --policy missing
+    "drift": ["-p", "p", "--bogus"],
+    "bench eval": ["--reps", "1"],
 }
 
 NOT_A_DATABASE = "file is not a database"
@@ -160,6 +164,13 @@ BAD_INPUT: dict[str, tuple[list[str], str]] = {
     "models compare": (["1", "2", "-p", "p", "--evalset", "nope"], "no evaluation set 'nope'"),
     "models promote": (["9", "-p", "p"], "no model version 9"),
     "models rollback": (["-p", "p"], "project 'p' has no champion to roll back"),
+    "prevalence plan": (
+        ["-p", "p", "--policy", "nope", "--n", "2", "--out", "{tmp}/plan.csv"],
+        "unknown policy 'nope'",
+    ),
+    "prevalence estimate": (["-p", "p", "--policy", "hate"], "no prevalence plan for policy"),
+    "drift": (["-p", "p"], "has 0 items"),
+    "bench eval": (["--data", "{tmp}/missing.csv"], "missing.csv: no such file"),
 }
 BROKEN_DATABASE = {c for c, (_, needle) in BAD_INPUT.items() if needle == NOT_A_DATABASE}
 NO_JSON_FLAG = {"serve", "worker"}  # long-running: they print no result object
@@ -300,6 +311,10 @@ HAPPY: dict[str, tuple[str, str]] = {
         "test_model_registry.py",
         "test_compare_promote_and_rollback_by_hand_are_audited",
     ),
+    "prevalence plan": ("test_prevalence.py", "test_plan_label_estimate_end_to_end"),
+    "prevalence estimate": ("test_prevalence.py", "test_plan_label_estimate_end_to_end"),
+    "drift": ("test_drift.py", "test_drift_alerts_on_shifted_new_items"),
+    "bench eval": ("test_bench_eval.py", "test_bench_eval_writes_every_figure"),
 }
 
 
