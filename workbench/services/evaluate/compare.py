@@ -103,9 +103,9 @@ def compare_models(
     policies: dict[str, Any] = {}
     worse: list[str] = []
     for k, c in enumerate(classes):
-        if c == NONE_CLASS:
-            continue
         positive = reference == c
+        if c == NONE_CLASS or not positive.any():  # recall needs positives in the set
+            continue
         test = mcnemar_recall(
             positive,
             pa[:, k] >= threshold_of(champion.thresholds, c),

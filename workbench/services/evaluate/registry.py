@@ -141,12 +141,23 @@ def rollback(
 
 def model_rows(session: Session, project: Project) -> list[dict[str, Any]]:
     """One flat row per model version, newest first: the figures the page shows in columns."""
+    versions = list(
+        session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.project_id == project.id)
+            .order_by(ModelVersion.version.desc())
+        )
+    )
+    # Macro average precision on the golden sets, from every comparison a round made (a
+    # champion's figure comes from the comparison with its challenger).
+    golden_ap: dict[int, float] = {}
+    for mv in reversed(versions):
+        c = mv.comparison or {}
+        if ap := c.get("macro_average_precision"):
+            golden_ap[int(c["champion"])] = ap["champion"]
+            golden_ap[int(c["challenger"])] = ap["challenger"]
     rows = []
-    for mv in session.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.project_id == project.id)
-        .order_by(ModelVersion.version.desc())
-    ):
+    for mv in versions:
         metrics = mv.metrics or {}
         comparison = mv.comparison or {}
         rows.append(
@@ -157,6 +168,7 @@ def model_rows(session: Session, project: Project) -> list[dict[str, Any]]:
                 "head": mv.head,
                 "trained_on": mv.trained_on,
                 "macro_f1": metrics.get("macro_f1"),
+                "golden_macro_ap": golden_ap.get(mv.version),
                 "evaluated_by": metrics.get("evaluation"),
                 "calibrated": mv.calibrated,
                 "verdict": comparison.get("verdict"),

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.5  # a class the validation split cannot judge (no positives)
+DEFAULT_THRESHOLD = 0.5  # a class the validation split cannot judge (too few positives)
+MIN_POSITIVES = 3
 
 
 def choose_threshold(positive: np.ndarray, scores: np.ndarray, target: float) -> dict[str, Any]:
@@ -21,14 +22,16 @@ def choose_threshold(positive: np.ndarray, scores: np.ndarray, target: float) ->
     positive = np.asarray(positive, dtype=bool)
     n_pos = int(positive.sum())
     base = {"target_precision": target, "n_validation": len(positive), "positives": n_pos}
-    if n_pos == 0 or n_pos == len(positive):
+    if n_pos < MIN_POSITIVES or n_pos == len(positive):
+        # Too few positives to choose from: a curve through one or two points picks a threshold
+        # of 0 (flag everything) as often as not.
         return base | {
             "threshold": DEFAULT_THRESHOLD,
             "precision": None,
             "recall": None,
             "target_met": False,
-            "note": "the validation split has no positives"
-            if n_pos == 0
+            "note": f"fewer than {MIN_POSITIVES} positives in the validation split"
+            if n_pos < MIN_POSITIVES
             else "the validation split has no negatives",
         }
     precision, recall, thresholds = precision_recall_curve(positive, scores)

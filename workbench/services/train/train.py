@@ -323,14 +323,18 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
         }
     else:
         _, counts = np.unique(names[train_mask], return_counts=True)
-        folds = int(min(5, counts.min())) if len(counts) > 1 else 0
-        if folds >= 2:
-            cv_pred = cross_val_predict(
-                new_head(params),
-                X[train_mask],
-                names[train_mask],
-                cv=StratifiedKFold(folds, shuffle=True, random_state=0),
-            )
+        # As many folds as the commonest class allows: one rare class (a single example) used
+        # to leave the whole round without a figure; now that class alone scores badly.
+        folds = int(min(5, counts.max())) if len(counts) > 1 else 0
+        if folds >= 2 and int(train_mask.sum()) >= 2 * folds:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "least populated class ..."
+                cv_pred = cross_val_predict(
+                    new_head(params),
+                    X[train_mask],
+                    names[train_mask],
+                    cv=StratifiedKFold(folds, shuffle=True, random_state=0),
+                )
             metrics = {
                 "evaluation": f"{folds}-fold cross-validation (too few random labels)",
                 "n_eval": int(train_mask.sum()),
@@ -338,7 +342,7 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
             }
         else:
             metrics = {
-                "evaluation": "none (a class has a single example)",
+                "evaluation": "none (too few training items for cross-validation)",
                 "n_eval": 0,
                 "macro_f1": None,
             }

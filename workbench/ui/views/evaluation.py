@@ -55,7 +55,8 @@ def _versions_section(project_name: str) -> list[dict[str, Any]]:
                 "status": r["status"],
                 "trained": r["created_at"].strftime("%Y-%m-%d %H:%M"),
                 "trained on": r["trained_on"],
-                "macro-F1 (training split)": _num(r["macro_f1"]),
+                "macro-F1 (validation)": _num(r["macro_f1"]),
+                "macro AP (golden sets)": _num(r["golden_macro_ap"]),
                 "calibrated": _num(r["calibrated"]),
                 "verdict on golden sets": r["verdict"] or DASH,
                 "Δ macro AP": _num(r["macro_ap_delta"]),
@@ -100,6 +101,7 @@ def _policy_table(result: dict[str, Any]) -> pd.DataFrame:
                 "recall @ threshold": _num(m["recall_at_threshold"]),
             }
             for c, m in result["policies"].items()
+            if m["support"] or m["flagged_at_threshold"]
         ]
     )
 
@@ -117,7 +119,7 @@ def _charts(result: dict[str, Any]) -> None:
         [
             {"policy": c, **r}
             for c, m in result["policies"].items()
-            if c != "none"
+            if c != "none" and m["support"]
             for r in m.get("reliability", [])
         ]
     )
@@ -240,6 +242,13 @@ def _offline_section(project_name: str, versions: list[dict[str, Any]]) -> None:
         'top class; "@ threshold" uses the policy\'s stored operating threshold.'
     )
     st.dataframe(_policy_table(result), hide_index=True, width="stretch")
+    absent = [
+        c
+        for c, m in result["policies"].items()
+        if not m["support"] and not m["flagged_at_threshold"]
+    ]
+    if absent:
+        st.caption(f"Classes with no item in this set and none flagged: {', '.join(absent)}")
     _charts(result)
     _threshold_chooser(result)
 
