@@ -313,3 +313,27 @@ def test_a_stratum_without_positives_still_adds_interval_variance() -> None:
     assert est.variance == pytest.approx(unbiased_part)
     assert est.interval_variance > est.variance
     assert est.effective_n < est.estimate * (1 - est.estimate) / est.variance
+
+
+def test_a_gold_answer_is_the_items_verdict(sqlite_db: Database, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = _project_with_champion(sqlite_db)
+    cli.json("prevalence", "plan", "-p", "p", "--policy", "hate", "--n", "90", "--out",
+             tmp_path / "all.csv", "--strata", "3")  # fmt: skip
+    with sqlite_db.sessions.begin() as s:
+        from workbench.db.models import Item, Project
+
+        lab = Labels(s, s.scalars(select(Project)).one())
+        lab.n = 1000
+        lab.items = {i.external_id: i for i in s.scalars(select(Item))}
+        for ext, cls in truth.items():
+            if ext not in ("x0", "x20"):  # both hate; x20 stays without a verdict
+                lab.label(ext, "bob", cls)
+    # A gold answer saying x0 (labelled hate by alice) is not violating outranks her.
+    r = cli.json("gold", "mark", "-p", "p", "--item", "x0", "--decision", "not_violating")
+    assert r
+    est = cli.json("prevalence", "estimate", "-p", "p", "--policy", "hate")
+    assert est["n_reviewed"] == 89  # every item but x20
+    # All 90 items drawn (a census): the estimate is the share of hate among those with a
+    # verdict, stratum by stratum; x0 counts as not hate.
+    positives = sum(st["positives"] for st in est["strata"])
+    assert positives == sum(1 for e, c in truth.items() if c == "hate" and e not in ("x0", "x20"))

@@ -164,10 +164,12 @@ def _plan(s: Session, db: Database, req: PlanRequest, actor: Actor, tmp: Path) -
         for i, r, p in zip(item_ids, picked, incl, strict=True)
     )
     s.flush()
+    # Items with a verdict already (a reviewer's label, an adjudication, a gold answer) count
+    # with it and are not queued: gold in particular reaches reviewers only by its own path.
     labelled = {
         lab.item_id
         for lab in current_labels(s, project, item_ids=item_ids.tolist(), sources=HUMAN_SOURCES)
-    }
+    } | (set(training_overrides(s, project)) & {int(i) for i in item_ids})
     open_ids = set(
         s.scalars(
             select(QueueEntry.item_id).where(
