@@ -21,7 +21,11 @@ def choose_threshold(positive: np.ndarray, scores: np.ndarray, target: float) ->
 
     positive = np.asarray(positive, dtype=bool)
     n_pos = int(positive.sum())
-    base = {"target_precision": target, "n_validation": len(positive), "positives": n_pos}
+    base: dict[str, Any] = {
+        "target_precision": target,
+        "n_validation": len(positive),
+        "positives": n_pos,
+    }
     if n_pos < MIN_POSITIVES or n_pos == len(positive):
         # Too few positives to choose from: a curve through one or two points picks a threshold
         # of 0 (flag everything) as often as not.
@@ -45,7 +49,7 @@ def choose_threshold(positive: np.ndarray, scores: np.ndarray, target: float) ->
         f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
         i = int(np.argmax(f1))
         met = False
-    out = base | {
+    out: dict[str, Any] = base | {
         "threshold": float(thresholds[i]),
         "precision": round(float(precision[i]), 4),
         "recall": round(float(recall[i]), 4),
