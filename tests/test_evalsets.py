@@ -142,3 +142,23 @@ def test_retired_sets_still_hold_their_items_out(
     train(sqlite_db)
     with sqlite_db.sessions() as s:
         assert "1 items held out in evaluation sets" in s.scalars(select(TrainingRound)).one().log
+
+
+def test_selection_never_queues_evaluation_set_items(
+    sqlite_db: Database, cli: Any, tmp_path: Path
+) -> None:
+    truth = build(sqlite_db)
+    rows = held_out_rows(truth)[:40]  # 40 of the 60 unlabelled items
+    cli.json("evalset", "create", "held", "-p", "p", "--labels",
+             label_file(tmp_path / "held.jsonl", rows))  # fmt: skip
+    train(sqlite_db)
+    from workbench.services.audit import Actor
+    from workbench.services.select.batch import select_batch
+
+    result = select_batch(sqlite_db, "p", "random", 100, Actor.system())
+    assert result["queued"] == 20  # only the 20 unlabelled items outside the set
+    with sqlite_db.sessions() as s:
+        queued = set(
+            s.scalars(select(Item.external_id).join(QueueEntry, QueueEntry.item_id == Item.id))
+        )
+    assert not queued & {ext for ext, _, _ in rows}
