@@ -37,6 +37,7 @@ from workbench.services.evaluate.intervals import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
     percentile_interval,
+    wilson_interval,
 )
 from workbench.services.evaluate.members import set_references
 from workbench.services.evaluate.ranking import average_precision
@@ -235,17 +236,19 @@ def pr_curve(positive: np.ndarray, score: np.ndarray) -> list[dict[str, float]]:
 
 def reliability(positive: np.ndarray, score: np.ndarray) -> list[dict[str, float]]:
     """One-vs-rest reliability diagram of a class: per equal-width bin of its score, the mean
-    score and the share of items that are the class."""
+    score and the share of items that are the class, with a Wilson interval on that share."""
     b = np.minimum((score * ECE_BINS).astype(int), ECE_BINS - 1)
     rows = []
     for i in range(ECE_BINS):
         m = b == i
         if m.any():
+            lo, hi = wilson_interval(int(positive[m].sum()), int(m.sum()))
             rows.append(
                 {
                     "bin": i,
                     "mean_score": float(score[m].mean()),
                     "observed": float(positive[m].mean()),
+                    "observed_ci": [lo, hi],
                     "n": int(m.sum()),
                 }
             )

@@ -13,7 +13,7 @@ import streamlit as st
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
 from workbench.services.evaluate.members import frozen_sets
-from workbench.services.evaluate.offline import evaluate
+from workbench.services.evaluate.offline import ECE_BINS, evaluate
 from workbench.services.evaluate.online import online_metrics
 from workbench.services.evaluate.registry import latest_comparison, model_rows
 from workbench.ui.state import database, load_project, show_error, tx
@@ -117,12 +117,14 @@ def _charts(result: dict[str, Any]) -> None:
     )
     rel = pd.DataFrame(
         [
-            {"policy": c, **r}
+            {"policy": c, **r, "lo": r["observed_ci"][0], "hi": r["observed_ci"][1]}
             for c, m in result["policies"].items()
             if c != "none" and m["support"]
             for r in m.get("reliability", [])
         ]
     )
+    if not rel.empty:
+        rel = rel.drop(columns=["observed_ci"])  # lists do not go into a chart's data
     left, right = st.columns(2)
     with left:
         st.caption("Precision–recall curve per policy (● operating threshold)")
@@ -156,7 +158,10 @@ def _charts(result: dict[str, Any]) -> None:
                 )
             st.altair_chart(layers.properties(height=CHART_HEIGHT), width="stretch")
     with right:
-        st.caption(f"Reliability diagram per policy ({result['ece_bins']}); diagonal = calibrated")
+        st.caption(
+            f"Reliability diagram per policy (one-vs-rest, {ECE_BINS} equal-width score bins, "
+            "95% Wilson bars); diagonal = calibrated"
+        )
         if rel.empty:
             st.caption("No scores to bin.")
         else:
@@ -175,7 +180,14 @@ def _charts(result: dict[str, Any]) -> None:
                     tooltip=["policy", "n", "mean_score", "observed"],
                 )
             )
-            st.altair_chart((diagonal + dots).properties(height=CHART_HEIGHT), width="stretch")
+            bars = (
+                alt.Chart(rel)
+                .mark_rule(opacity=0.5)
+                .encode(x="mean_score:Q", y="lo:Q", y2="hi:Q", color="policy:N")
+            )
+            st.altair_chart(
+                (diagonal + bars + dots).properties(height=CHART_HEIGHT), width="stretch"
+            )
 
 
 def _threshold_chooser(result: dict[str, Any]) -> None:
