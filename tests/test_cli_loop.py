@@ -166,7 +166,11 @@ def test_embed_adds_only_new_items_to_the_vectors(loop: Loop) -> None:
 
 def test_similar_finds_neighbours_of_an_item_and_of_a_text(loop: Loop) -> None:
     cli = CLI()
-    known = {json.loads(ln)["external_id"] for ln in (FIXTURES / "manifest.jsonl").open()}
+    known = {
+        json.loads(ln)["external_id"]
+        for f in (FIXTURES / "manifest.jsonl", FIXTURES / "evaluation" / "items.jsonl")
+        for ln in f.open()
+    }
     by_item = cli.json("similar", "-p", DEMO_PROJECT, "--item", "comment-0001", "-k", "3")
     by_text = cli.json("similar", "-p", DEMO_PROJECT, "--text", "free premium giveaway", "-k", "5")
     for result, k in ((by_item, 3), (by_text, 5)):
