@@ -2,11 +2,12 @@
 labels in two parts, and a golden label file), so the demo shows a meaningful evaluation and a
 promotion. Everything is made up from templates here; a fixed seed makes the files reproducible.
 
-    python scripts/make_eval_fixtures.py
+    python scripts/make_eval_fixtures.py [--out FOLDER]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -82,7 +83,7 @@ def _label(external_id: str, reviewer: str, cls: str) -> dict[str, object]:
             "policies": [cls]}  # fmt: skip
 
 
-def main() -> None:
+def main(out: Path = OUT) -> None:
     rng = random.Random(SEED)
     classes = list(TEMPLATES)
     items, truth = [], []
@@ -109,11 +110,11 @@ def main() -> None:
         for reviewer in REVIEWERS:
             given = rng.choice(classes) if rng.random() < 0.05 else cls
             golden_rows.append(_label(ext, reviewer, given))
-    OUT.mkdir(parents=True, exist_ok=True)
-    _write(OUT / "items.jsonl", items)
-    _write(OUT / "labels-round1.jsonl", train_rows[:30])
-    _write(OUT / "labels-round2.jsonl", train_rows[30:])
-    _write(OUT / "golden.jsonl", golden_rows)
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "items.jsonl", items)
+    _write(out / "labels-round1.jsonl", train_rows[:30])
+    _write(out / "labels-round2.jsonl", train_rows[30:])
+    _write(out / "golden.jsonl", golden_rows)
 
 
 def _write(path: Path, rows: list[dict[str, object]]) -> None:
@@ -121,4 +122,6 @@ def _write(path: Path, rows: list[dict[str, object]]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    main(parser.parse_args().out)
