@@ -117,3 +117,16 @@ def test_mcnemar_flags_a_policy_whose_recall_drops_at_its_threshold() -> None:
     assert (test["recall_a"], test["recall_b"]) == (1.0, 0.25) and test["pvalue"] < 0.001
     assert result["promote"] is False and "worse by McNemar's test" in result["reason"]
     assert result["flip_rate"] == 30 / 80
+
+
+def test_the_group_callbacks_keep_their_usage_and_bad_input_contracts(
+    sqlite_db: Database, cli: Any
+) -> None:
+    """`models` and `evaluate` are groups whose callbacks run the old commands: the catalogue
+    in test_cli_commands sees only their subcommands, so their contracts are checked here."""
+    assert cli("models").exit_code == 2  # no --project
+    assert cli("evaluate", "-p", "p").exit_code == 2  # no --evalset
+    out = cli.json("models", "-p", "nope", expect=1)
+    assert "no project named 'nope'" in out["error"]
+    out = cli.json("evaluate", "-p", "nope", "--evalset", "golden", expect=1)
+    assert "no project named 'nope'" in out["error"]
