@@ -234,6 +234,37 @@ ROWS: dict[str, Rows] = {
              "decided_by": "lead", "decided_by_user_id": None, "label_id": None, "note": "n"},
         ]),
     ],
+    "0013_evaluation": [
+        ("evaluation_sets", [
+            {"id": 1, "project_id": 1, "name": "golden", "version": 1, "kind": "sample",
+             "status": "frozen", "source": {"n": 2, "overlap": 3, "seed": 0},
+             "created_by": "lead", "created_at": T0, "frozen_at": LATER, "retired_at": None},
+            {"id": 2, "project_id": 1, "name": "public", "version": 1, "kind": "labels_file",
+             "status": "retired", "source": {"file": "labels.jsonl", "sha256": "ab"},
+             "created_by": "system", "created_at": T0, "frozen_at": T0, "retired_at": LATER},
+        ]),
+        ("evaluation_members", [
+            {"id": 1, "set_id": 1, "item_id": 1, "reference": "hate", "stratum": "en"},
+            {"id": 2, "set_id": 1, "item_id": 2, "reference": "none", "stratum": "en"},
+            {"id": 3, "set_id": 2, "item_id": 3, "reference": None, "stratum": None},
+        ]),
+    ],
+    "0014_prevalence_samples": [
+        ("prevalence_plans", [
+            {"id": 1, "project_id": 1, "policy": "hate", "model_version_id": 1,
+             "model_version": 1, "threshold": 0.5, "threshold_source": "default 0.5",
+             "n_requested": 2, "seed": 0, "population": 3,
+             "strata": [{"stratum": 0, "score_low": 0.1, "score_high": 0.9, "population": 3,
+                         "allocated": 2}],
+             "created_by": "system", "created_at": T0},
+        ]),
+        ("prevalence_samples", [
+            {"id": 1, "plan_id": 1, "item_id": 1, "stratum": 0, "inclusion_probability": 0.5,
+             "score": 0.9},
+            {"id": 2, "plan_id": 1, "item_id": 2, "stratum": 0, "inclusion_probability": 0.5,
+             "score": 0.1},
+        ]),
+    ],
 }
 # fmt: on
 

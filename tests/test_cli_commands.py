@@ -33,7 +33,6 @@ USAGE: dict[str, list[str]] = {
     "serve": ["--port", "http"],
     "retrain": ["-p", "p", "--bogus"],
     "worker": ["--poll-seconds", "soon"],
-    "models": [],
     "select": ["-p", "p", "--batch", "0"],
     "demo": ["--port", "http"],
     "agreement": ["-p", "p", "--field", "colour"],
@@ -93,6 +92,20 @@ USAGE: dict[str, list[str]] = {
     "apikey revoke": [],
     "scan": [],  # --project missing
     "bench scan": ["--clients", "0"],
+    "evalset create": [],
+    "evalset sample": ["golden", "-p", "p", "--n", "0"],
+    "evalset list": ["--bogus"],
+    "evalset show": [],
+    "evalset freeze": [],
+    "evalset retire": [],
+    "evaluate online": ["--bogus"],
+    "models compare": ["1"],
+    "models promote": ["v2"],
+    "models rollback": ["--bogus"],
+    "prevalence plan": ["-p", "p", "--policy", "hate"],  # --n and --out missing
+    "prevalence estimate": ["-p", "p"],  # --policy missing
+    "drift": ["-p", "p", "--bogus"],
+    "bench eval": ["--reps", "1"],
 }
 
 NOT_A_DATABASE = "file is not a database"
@@ -109,7 +122,6 @@ BAD_INPUT: dict[str, tuple[list[str], str]] = {
     "serve": ([], NOT_A_DATABASE),
     "retrain": (["-p", "p"], "failed: project 'p' has no usable labels yet"),
     "worker": (["--once"], NOT_A_DATABASE),
-    "models": (["-p", "nope"], NO_PROJECT),
     "select": (["-p", "p"], "project 'p' has no fused vectors yet"),
     "demo": (["--fixtures", "{tmp}/demo", "--no-serve"], "manifest.jsonl: demo fixture missing"),
     "agreement": (["-p", "nope"], NO_PROJECT),
@@ -170,6 +182,23 @@ BAD_INPUT: dict[str, tuple[list[str], str]] = {
     "apikey revoke": (["nobody"], "no API key named 'nobody'"),
     "scan": (["-p", "nope"], NO_PROJECT),
     "bench scan": (["--data", "{tmp}/texts.csv"], "texts.csv: no such file"),
+    "evalset create": (["g", "-p", "p", "--labels", "{tmp}/l.jsonl"], "l.jsonl: no such file"),
+    "evalset sample": (["g", "-p", "p", "--n", "9"], "a sample of 9 is larger than the pool of 3"),
+    "evalset list": (["-p", "nope"], NO_PROJECT),
+    "evalset show": (["nope", "-p", "p"], "no evaluation set 'nope'"),
+    "evalset freeze": (["nope", "-p", "p"], "no evaluation set 'nope'"),
+    "evalset retire": (["nope", "-p", "p"], "no evaluation set 'nope'"),
+    "evaluate online": (["-p", "nope"], NO_PROJECT),
+    "models compare": (["1", "2", "-p", "p", "--evalset", "nope"], "no evaluation set 'nope'"),
+    "models promote": (["9", "-p", "p"], "no model version 9"),
+    "models rollback": (["-p", "p"], "project 'p' has no champion to roll back"),
+    "prevalence plan": (
+        ["-p", "p", "--policy", "nope", "--n", "2", "--out", "{tmp}/plan.csv"],
+        "unknown policy 'nope'",
+    ),
+    "prevalence estimate": (["-p", "p", "--policy", "hate"], "no prevalence plan for policy"),
+    "drift": (["-p", "p"], "has 0 items"),
+    "bench eval": (["--data", "{tmp}/missing.csv"], "missing.csv: no such file"),
 }
 BROKEN_DATABASE = {c for c, (_, needle) in BAD_INPUT.items() if needle == NOT_A_DATABASE}
 NO_JSON_FLAG = {"serve", "worker", "api"}  # long-running: they print no result object
@@ -186,7 +215,6 @@ HAPPY: dict[str, tuple[str, str]] = {
     "serve": ("test_cli_commands.py", "test_serve_has_help_and_refuses_a_bad_option"),
     "retrain": ("test_cli_loop.py", "test_retrain_trains_a_new_model_version_now"),
     "worker": ("test_cli_loop.py", "test_worker_once_runs_a_queued_round_and_stops"),
-    "models": ("test_cli_loop.py", "test_models_lists_versions_newest_first_with_their_rounds"),
     "select": ("test_cli_loop.py", "test_select_queues_unlabelled_items_with_a_reason_each"),
     "demo": (
         "test_cli_loop.py",
@@ -291,6 +319,50 @@ HAPPY: dict[str, tuple[str, str]] = {
         "test_scan_cli_sweeps_and_a_rerun_after_it_finished_starts_over",
     ),
     "bench scan": ("test_scan_bench.py", "test_bench_scan_reports_latency_and_loses_no_record"),
+    "evalset create": (
+        "test_evalsets.py",
+        "test_create_from_a_label_file_aggregates_reviewers_and_freezes",
+    ),
+    "evalset list": (
+        "test_evalsets.py",
+        "test_create_from_a_label_file_aggregates_reviewers_and_freezes",
+    ),
+    "evalset show": (
+        "test_evalsets.py",
+        "test_sample_is_stratified_queued_with_overlap_and_freezes_when_complete",
+    ),
+    "evalset sample": (
+        "test_evalsets.py",
+        "test_sample_is_stratified_queued_with_overlap_and_freezes_when_complete",
+    ),
+    "evalset freeze": (
+        "test_evalsets.py",
+        "test_sample_is_stratified_queued_with_overlap_and_freezes_when_complete",
+    ),
+    "evalset retire": (
+        "test_evalsets.py",
+        "test_sample_is_stratified_queued_with_overlap_and_freezes_when_complete",
+    ),
+    "evaluate online": (
+        "test_evaluate.py",
+        "test_online_metrics_per_iso_week_from_the_review_stream",
+    ),
+    "models compare": (
+        "test_model_registry.py",
+        "test_compare_promote_and_rollback_by_hand_are_audited",
+    ),
+    "models promote": (
+        "test_model_registry.py",
+        "test_compare_promote_and_rollback_by_hand_are_audited",
+    ),
+    "models rollback": (
+        "test_model_registry.py",
+        "test_compare_promote_and_rollback_by_hand_are_audited",
+    ),
+    "prevalence plan": ("test_prevalence.py", "test_plan_label_estimate_end_to_end"),
+    "prevalence estimate": ("test_prevalence.py", "test_plan_label_estimate_end_to_end"),
+    "drift": ("test_drift.py", "test_drift_alerts_on_shifted_new_items"),
+    "bench eval": ("test_bench_eval.py", "test_bench_eval_writes_every_figure"),
 }
 
 

@@ -77,9 +77,18 @@ def _pending(db: Database) -> list[int]:
 def test_demo_sets_up_a_trained_project_and_a_second_run_changes_nothing(loop: Loop) -> None:
     status = loop.demo["status"]
     assert loop.demo["project"] == status["project"] == DEMO_PROJECT
-    assert status["items"] == status["embedded"] == _lines(FIXTURES / "manifest.jsonl")
-    assert status["labels"] == _lines(FIXTURES / "labels.jsonl")
-    assert status["embedding_failures"] == 0 and status["model_versions"] == 1
+    evaluation = FIXTURES / "evaluation"
+    assert (
+        status["items"]
+        == status["embedded"]
+        == _lines(FIXTURES / "manifest.jsonl") + _lines(evaluation / "items.jsonl")
+    )
+    assert status["labels"] == sum(
+        _lines(f) for f in (FIXTURES / "labels.jsonl", *evaluation.glob("labels-round*.jsonl"))
+    )
+    # Two rounds: the second's challenger judged on the frozen golden set (the evaluation page's
+    # verdict); the golden set's own labels stay out of the project's labels.
+    assert status["embedding_failures"] == 0 and status["model_versions"] == 2
     assert status["queued"] == 20
     assert all(status["items_by_modality"][m] > 0 for m in ("text", "image", "audio", "video"))
     users = loop.demo["users"]
@@ -157,7 +166,11 @@ def test_embed_adds_only_new_items_to_the_vectors(loop: Loop) -> None:
 
 def test_similar_finds_neighbours_of_an_item_and_of_a_text(loop: Loop) -> None:
     cli = CLI()
-    known = {json.loads(ln)["external_id"] for ln in (FIXTURES / "manifest.jsonl").open()}
+    known = {
+        json.loads(ln)["external_id"]
+        for f in (FIXTURES / "manifest.jsonl", FIXTURES / "evaluation" / "items.jsonl")
+        for ln in f.open()
+    }
     by_item = cli.json("similar", "-p", DEMO_PROJECT, "--item", "comment-0001", "-k", "3")
     by_text = cli.json("similar", "-p", DEMO_PROJECT, "--text", "free premium giveaway", "-k", "5")
     for result, k in ((by_item, 3), (by_text, 5)):

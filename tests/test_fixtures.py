@@ -233,3 +233,16 @@ def test_script_regenerates_the_committed_text_and_images(tmp_path: Path) -> Non
         assert (tmp_path / name).read_bytes() == (SAMPLE / name).read_bytes(), name
     made = sorted(p.name for p in (tmp_path / "media").iterdir())
     assert made == sorted(p.name for p in (SAMPLE / "media").iterdir())
+
+
+def test_evaluation_script_regenerates_the_committed_demo_evaluation_files(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_eval_fixtures.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    committed = SAMPLE / "evaluation"
+    names = sorted(p.name for p in committed.iterdir())
+    assert names == ["golden.jsonl", "items.jsonl", "labels-round1.jsonl", "labels-round2.jsonl"]
+    for name in names:
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name

@@ -177,6 +177,7 @@ def test_agreement_command_includes_leads_only_when_asked(cli: Any, db: Database
 ENGINEER_KEYS = {
     "encoders", "retrain_every_n_labels", "selection_mix", "batch_size",
     "near_duplicate_threshold", "propagate_to_duplicates",
+    "drift_psi_alert", "drift_auc_alert", "target_precision", "promotion_rule",
 }  # fmt: skip
 LEAD_KEYS = {
     "overlap_share", "overlap_k", "gold_rate", "gold_alert_threshold", "gold_alert_min_answers",
@@ -204,6 +205,10 @@ NEW_VALUES: dict[str, tuple[str, Any]] = {
     "lease_seconds": ("lease_seconds", 600),
     "show_model_suggestion_after_submit": ("show_model_suggestion_after_submit", True),
     "label_aggregation": ("label_aggregation", "majority"),
+    "drift_psi_alert": ("drift_psi_alert", 0.25),
+    "drift_auc_alert": ("drift_auc_alert", 0.8),
+    "target_precision": ("target_precision", 0.95),
+    "promotion_rule": ("promotion_rule.max_macro_ap_drop", 0.02),
 }
 EXPECTED: dict[Role, set[str]] = {
     Role.reviewer: set(),

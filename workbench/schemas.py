@@ -37,6 +37,29 @@ class ScanThreshold(BaseModel):
         return self
 
 
+class PromotionRule(BaseModel):
+    """When a challenger replaces the champion, judged on the project's frozen evaluation sets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_macro_ap_drop: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="promote unless the paired bootstrap's lower bound of (challenger - "
+        "champion) macro average precision is below minus this margin",
+    )
+    mcnemar_alpha: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="and unless a policy's recall at its threshold is worse by McNemar's test "
+        "at this level",
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="bootstrap interval level")
+    n_resamples: int = Field(1000, ge=100, le=100_000, description="bootstrap resamples")
+
+
 class ProjectSettings(BaseModel):
     """Per-project knobs. Unknown keys are refused so a typo never passes silently."""
 
@@ -105,6 +128,27 @@ class ProjectSettings(BaseModel):
         "allow",
         description="the answer when a scan's deadline passes before the model has scored it "
         "and no bank matched: allow (fail open), review or block (fail closed)",
+    )
+    target_precision: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="each policy's operating threshold is the lowest whose precision on the "
+        "validation split reaches this",
+    )
+    promotion_rule: PromotionRule = Field(default_factory=PromotionRule)
+    drift_psi_alert: float = Field(
+        0.2,
+        gt=0.0,
+        description="`workbench drift` alerts when a class score's population stability index "
+        "(10 quantile bins of the reference window) reaches this",
+    )
+    drift_auc_alert: float = Field(
+        0.7,
+        ge=0.5,
+        le=1.0,
+        description="`workbench drift` alerts when a classifier tells reference from current "
+        "item vectors with this cross-validated ROC-AUC or more",
     )
 
     @field_validator("selection_mix")

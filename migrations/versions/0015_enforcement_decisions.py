@@ -1,7 +1,7 @@
 """enforcement decisions and their appeals (EU DSA statements of reasons); policy defaults
 
 Revision ID: 0015_enforcement_decisions
-Revises: 0012_scan_api
+Revises: 0014_prevalence_samples
 Create Date: 2026-11-29 17:41:40
 
 A decision row per action taken on an item (from a violating label, an adjudication, a scan's
@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql
 import workbench.db.types
 
 revision: str = "0015_enforcement_decisions"
-down_revision: str | None = "0012_scan_api"
+down_revision: str | None = "0014_prevalence_samples"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -13,12 +13,17 @@ from workbench.cli import (
     bench,
     db,
     demo,
+    drift,
     dsa,
     embed,
+    evalset,
+    evaluate,
     gold,
     ingest,
     labels,
     media,
+    models,
+    prevalence,
     project,
     quality,
     scan,
@@ -51,6 +56,10 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(dsa.app, name="dsa")
 app.add_typer(bank.app, name="bank")
 app.add_typer(apikey.app, name="apikey")
+app.add_typer(evalset.app, name="evalset")
+app.add_typer(evaluate.app, name="evaluate")
+app.add_typer(models.app, name="models")
+app.add_typer(prevalence.app, name="prevalence")
 ingest.register(app)
 labels.register(app)
 embed.register(app)
@@ -64,6 +73,7 @@ gold.register(app)
 quality.register(app)
 api.register(app)
 scan.register(app)
+drift.register(app)
 
 
 @app.command()

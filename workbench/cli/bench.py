@@ -17,13 +17,22 @@ def _register_all() -> None:
         bench_al,
         bench_browser,
         bench_embed,
+        bench_eval,
         bench_index,
         bench_pdq,
         bench_queue,
         bench_scan,
     )
 
-    for module in (bench_embed, bench_index, bench_al, bench_agreement, bench_queue, bench_browser):
+    for module in (
+        bench_embed,
+        bench_index,
+        bench_al,
+        bench_agreement,
+        bench_queue,
+        bench_browser,
+        bench_eval,
+    ):
         module.register(app)
     bench_pdq.register(app)
     bench_scan.register(app)

@@ -36,7 +36,7 @@ HeartbeatOpt = Annotated[
 def register(app: typer.Typer) -> None:
     app.command()(retrain)
     app.command()(worker)
-    app.command()(models)
+    # `models` is registered as a group by cli/models.py (with compare, promote, rollback).
 
 
 def _round_dict(rnd: TrainingRound) -> dict[str, object]:

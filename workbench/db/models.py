@@ -388,6 +388,12 @@ class ModelVersion(Base):
     scores_path: Mapped[str | None] = mapped_column(String(500))
     status: Mapped[ModelStatus] = mapped_column(_enum(ModelStatus, "model_status"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Per class: the operating threshold chosen on the validation split for a target precision.
+    thresholds: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Labels snapshot hash, encoder and its version, head and parameters, code version.
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The champion/challenger comparison made when this version was trained, and its verdict.
+    comparison: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class EntryKind(StrEnum):
@@ -883,3 +889,111 @@ class DecisionAppeal(Base):
     decided_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id", ondelete="SET NULL"))
     note: Mapped[str | None] = mapped_column(Text)
+
+
+# Evaluation
+
+
+class EvaluationSetKind(StrEnum):
+    labels_file = "labels_file"  # made from a label file ("standard dataset" path)
+    sample = "sample"  # a stratified random sample of the pool, reviewed with overlap
+
+
+class EvaluationSetStatus(StrEnum):
+    draft = "draft"
+    sampling = "sampling"  # queued for review; freezes once every member has its final label
+    frozen = "frozen"  # never changes again; a new version is a new set
+    retired = "retired"  # kept for old reports, no longer used to compare models
+
+
+class EvaluationSet(Base):
+    """A versioned set of items with reference labels that models are evaluated on.
+
+    Its members are never used for training, frozen or not.
+    """
+
+    __tablename__ = "evaluation_sets"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    kind: Mapped[EvaluationSetKind] = mapped_column(_enum(EvaluationSetKind, "evaluation_set_kind"))
+    status: Mapped[EvaluationSetStatus] = mapped_column(
+        _enum(EvaluationSetStatus, "evaluation_set_status")
+    )
+    # Where the set came from: the label file and its sha256, or the sample's n, overlap, seed.
+    source: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    frozen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EvaluationMember(Base):
+    """An item of an evaluation set, with its reference class once it has one."""
+
+    __tablename__ = "evaluation_members"
+    __table_args__ = (
+        UniqueConstraint("set_id", "item_id"),
+        # "Is this item in any evaluation set?" when a round picks its training items.
+        Index("ix_evaluation_members_item", "item_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("evaluation_sets.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    # A training class (a policy code, or `none`); filled when the set freezes for a sample.
+    reference: Mapped[str | None] = mapped_column(String(64))
+    stratum: Mapped[str | None] = mapped_column(String(128))
+
+
+# Prevalence samples
+
+
+class PrevalencePlan(Base):
+    """A stratified random sample of the pool drawn to measure one policy's prevalence.
+
+    The strata are quantile buckets of the scoring model's score for the policy; `strata` keeps
+    each one's score range, population N_h and allocation n_h, which the estimate weighs by.
+    """
+
+    __tablename__ = "prevalence_plans"
+    __table_args__ = (Index("ix_prevalence_plans_project_policy", "project_id", "policy", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    policy: Mapped[str] = mapped_column(String(64))
+    # The champion whose scores made the strata; recall is estimated for it, at `threshold`.
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    model_version: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[float] = mapped_column(Float)
+    threshold_source: Mapped[str] = mapped_column(String(200))
+    n_requested: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    population: Mapped[int] = mapped_column(Integer)
+    # [{"stratum", "score_low", "score_high", "population", "mean_score", "prior_sd",
+    #   "allocated"}], lowest scores first.
+    strata: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PrevalenceSample(Base):
+    """One sampled item of a prevalence plan: its stratum, inclusion probability and score."""
+
+    __tablename__ = "prevalence_samples"
+    __table_args__ = (
+        UniqueConstraint("plan_id", "item_id"),
+        Index("ix_prevalence_samples_item", "item_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("prevalence_plans.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    stratum: Mapped[int] = mapped_column(Integer)
+    inclusion_probability: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)

@@ -20,6 +20,9 @@ from workbench.db.models import EnforcementDecision, Project, Role, User
 from workbench.errors import WorkbenchError
 from workbench.progress import no_progress
 from workbench.services.audit import Actor
+from workbench.services.evaluate.members import frozen_sets
+from workbench.services.evaluate.registry import latest_comparison
+from workbench.services.evaluate.sets import create_from_labels
 from workbench.services.ingest.write import ingest_path
 from workbench.services.labels.import_ import import_labels
 from workbench.services.projects import get_or_create_project, get_project
@@ -33,6 +36,7 @@ from workbench.services.users import add_user, generate_password, set_password, 
 from workbench.services.vectors.embed import embed_project
 
 DEMO_PROJECT = "demo"
+DEMO_GOLDEN = "golden"
 DEMO_USERS: list[tuple[str, Role]] = [
     ("admin", Role.admin),
     ("lena", Role.lead),
@@ -137,6 +141,42 @@ def demo_decisions(session: Session, project: Project, actor: Actor) -> int:
     return len(made) + 1
 
 
+def _ingest_evaluation_items(
+    db: Database, folder: Path, actor: Actor, say: Callable[[str], None], progress: Any
+) -> None:
+    """Generated comments (scripts/make_eval_fixtures.py) and the labels of the first round."""
+    ingest = ingest_path(
+        db.sessions, db.settings, folder / "items.jsonl", DEMO_PROJECT, actor, progress=progress
+    )
+    say(f"evaluation items: {ingest.as_dict().get('items_added', 0)} added")
+    with db.sessions.begin() as s:
+        imported = import_labels(
+            s, get_project(s, DEMO_PROJECT), folder / "labels-round1.jsonl", actor
+        )
+    say(f"labels for the first round: {imported.imported}")
+
+
+def _evaluation_round(db: Database, folder: Path, actor: Actor, say: Callable[[str], None]) -> None:
+    """A frozen golden set, more labels, and a second round: its challenger is judged against
+    the first round's champion on the golden set, so the evaluation page has a verdict to show."""
+    with db.sessions.begin() as s:
+        project = get_project(s, DEMO_PROJECT)
+        if not any(es.name == DEMO_GOLDEN for es in frozen_sets(s, project)):
+            made = create_from_labels(s, project, DEMO_GOLDEN, folder / "golden.jsonl", actor)
+            say(f"evaluation set {DEMO_GOLDEN!r}: {made['n_items']} items, frozen")
+        imported = import_labels(s, project, folder / "labels-round2.jsonl", actor)
+        say(f"labels for the second round: {imported.imported}")
+        versions = project_status(s, project)["model_versions"]
+    if versions < 2:
+        outcome = run_round_now(
+            db, DEMO_PROJECT, actor, trigger="demo", refill_queue=False, worker="demo"
+        )
+        with db.sessions() as s:
+            comparison = latest_comparison(s, get_project(s, DEMO_PROJECT))
+        verdict = comparison["verdict"] if comparison else "no comparison"
+        say(f"retrain: round {outcome.status.value}; challenger on {DEMO_GOLDEN!r}: {verdict}")
+
+
 def run_demo(
     db: Database,
     fixtures: Path,
@@ -160,6 +200,9 @@ def run_demo(
     with db.sessions.begin() as s:
         imported = import_labels(s, get_project(s, DEMO_PROJECT), labels, actor)
     say(f"labels: {getattr(imported, 'imported', imported)}")
+    evaluation = fixtures / "evaluation"
+    if (evaluation / "items.jsonl").exists():
+        _ingest_evaluation_items(db, evaluation, actor, say, progress)
     users = ensure_demo_users(db, actor)
     embedded = embed_project(db, DEMO_PROJECT, actor, progress=progress)
     say(f"embed: {embedded.as_dict()['embedded']} vectors, {embedded.failed} failures")
@@ -170,6 +213,8 @@ def run_demo(
             db, DEMO_PROJECT, actor, trigger="demo", refill_queue=False, worker="demo"
         )
         say(f"retrain: round {outcome.status.value}")
+    if (evaluation / "items.jsonl").exists():
+        _evaluation_round(db, evaluation, actor, say)
     with db.sessions() as s:
         queued = project_status(s, get_project(s, DEMO_PROJECT))["queued"]
     if queued == 0:

@@ -25,6 +25,7 @@ PAGES: tuple[tuple[Role, str, str], ...] = (
     (Role.lead, "Gold", "gold"),
     (Role.lead, "DSA report", "report"),
     (Role.engineer, "Engineer", "engineer"),
+    (Role.engineer, "Evaluation", "evaluation"),
     (Role.admin, "Admin", "admin"),
 )
 

@@ -94,7 +94,9 @@ class LabelImportResult:
 
 
 @dataclass
-class _Row:
+class LabelRow:
+    """One checked row of a label file."""
+
     line: int
     external_id: str
     reviewer: str
@@ -194,7 +196,7 @@ def _cell_text(name: str, value: Any) -> str:
     return value
 
 
-def _parse_row(rec: Record, project: str) -> _Row:
+def _parse_row(rec: Record, project: str) -> LabelRow:
     raw = rec.data
     unknown = [k for k in raw if k not in EXPORT_COLUMNS]
     if unknown:
@@ -282,7 +284,7 @@ def _parse_row(rec: Record, project: str) -> _Row:
         label = label.model_copy(
             update={"idempotency_key": import_key(project, external_id, reviewer, label)}
         )
-    return _Row(rec.line, external_id, reviewer, source, label)
+    return LabelRow(rec.line, external_id, reviewer, source, label)
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -299,6 +301,43 @@ class _Known:
     created_at: datetime
     label_id: int | None = None  # for labels of the database
     line: int | None = None  # the file line, for rows of the file
+
+
+def parse_label_file(
+    path: Path, project: str, fmt: Format | None = None
+) -> tuple[list[LabelRow], list[Problem], int]:
+    """Every row of a label file checked on its own (columns, decision, policies' shape): the
+    good rows, the located problems of the bad ones, and the number of rows read. Checks against
+    the project (items, taxonomy) are the caller's: import and evaluation sets differ there."""
+    fmt = fmt or detect_format(path)
+    name = str(path)
+    rows: list[LabelRow] = []
+    problems: list[Problem] = []
+    n = 0
+    for rec in iter_records(path, fmt):
+        n += 1
+        if isinstance(rec, Problem):
+            problems.append(_located(rec, name, rec.line))
+            continue
+        if fmt == "csv":
+            rec = Record(rec.line, {k: unguard_formula(v) for k, v in rec.data.items()}, fmt)
+        try:
+            rows.append(_parse_row(rec, project))
+        except _RowError as err:
+            eid = rec.data.get("external_id")
+            eid = str(eid) if isinstance(eid, str | int) and not isinstance(eid, bool) else None
+            problems.extend(_located(p, name, rec.line, eid) for p in err.problems)
+    return rows, problems, n
+
+
+def _located(p: Problem, file: str, line: int | None, external_id: str | None = None) -> Problem:
+    return Problem(
+        reason=p.reason,
+        line=p.line if p.line is not None else line,
+        external_id=p.external_id if p.external_id is not None else external_id,
+        field=p.field,
+        file=file,
+    )
 
 
 def import_labels(
@@ -325,29 +364,9 @@ def import_labels(
     now = utcnow()  # created_at of rows without one: the same for the whole run
 
     def located(p: Problem, line: int | None, external_id: str | None = None) -> Problem:
-        return Problem(
-            reason=p.reason,
-            line=p.line if p.line is not None else line,
-            external_id=p.external_id if p.external_id is not None else external_id,
-            field=p.field,
-            file=name,
-        )
+        return _located(p, name, line, external_id)
 
-    rows: list[_Row] = []
-    problems: list[Problem] = []
-    for rec in iter_records(path, fmt):
-        result.rows += 1
-        if isinstance(rec, Problem):
-            problems.append(located(rec, rec.line))
-            continue
-        if fmt == "csv":
-            rec = Record(rec.line, {k: unguard_formula(v) for k, v in rec.data.items()}, fmt)
-        try:
-            rows.append(_parse_row(rec, project.name))
-        except _RowError as err:
-            eid = rec.data.get("external_id")
-            eid = str(eid) if isinstance(eid, str | int) and not isinstance(eid, bool) else None
-            problems.extend(located(p, rec.line, eid) for p in err.problems)
+    rows, problems, result.rows = parse_label_file(path, project.name, fmt)
 
     # Everything the rows refer to, loaded up front: a handful of queries, not one per row.
     facts = item_facts_by_external_id(session, project, (r.external_id for r in rows))
@@ -357,7 +376,7 @@ def import_labels(
     current = max(versions)
     known = _load_known(session, project, rows)
 
-    accepted: list[_Row] = []
+    accepted: list[LabelRow] = []
     taken: set[str] = set()  # keys of labels already corrected (in the database or the file)
     stored = [k for k, v in known.items() if v.label_id is not None]
     taken.update(_superseded_keys(session, project, stored))
@@ -470,7 +489,7 @@ def import_labels(
 
 
 def _resolve_keys(
-    row: _Row, item: ItemFacts | None, known: dict[str, _Known], renamed: dict[str, str]
+    row: LabelRow, item: ItemFacts | None, known: dict[str, _Known], renamed: dict[str, str]
 ) -> Problem | None:
     """Give the row the keys it is stored and looked up under: a reserved key stays as it is
     only for this project's own label coming back (same item, reviewer and time: an export
@@ -503,7 +522,7 @@ def _resolve_keys(
     return None
 
 
-def _load_known(session: Session, project: Project, rows: list[_Row]) -> dict[str, _Known]:
+def _load_known(session: Session, project: Project, rows: list[LabelRow]) -> dict[str, _Known]:
     """The project's labels the rows may name, by key: each key as written in the file and,
     for reserved keys, as this import would store it."""
     named = {r.data.idempotency_key for r in rows} | {
@@ -537,7 +556,7 @@ def _superseded_keys(session: Session, project: Project, keys: list[str]) -> set
 def _write_rows(
     session: Session,
     project: Project,
-    rows: list[_Row],
+    rows: list[LabelRow],
     items: dict[str, ItemFacts],
     versions: dict[int, PolicyRules],
     current: int,

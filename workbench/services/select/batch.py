@@ -18,6 +18,7 @@ from workbench.db.database import Database
 from workbench.db.models import EntryKind, Item, Project, QueueEntry, Role
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, require_role
+from workbench.services.evaluate.members import held_out_item_ids
 from workbench.services.projects import get_project, project_settings
 from workbench.services.queue.enqueue import NewEntry, enqueue, queued_item_ids
 from workbench.services.select.strategies.base import (
@@ -88,7 +89,9 @@ def select_batch(
                 labelled_rows.append(pos[lab.item_id])
                 labelled_cls.append("none" if cls in (None, "none") else "violation")
         excluded = np.zeros(len(ids), dtype=bool)
-        for iid in queued_item_ids(s, project):
+        # Evaluation-set items are never trained on, so a review chosen for training there
+        # would be wasted; they are not selected either.
+        for iid in queued_item_ids(s, project) | held_out_item_ids(s, project):
             if iid in pos:
                 excluded[pos[iid]] = True
         groups = near_duplicate_groups(s, project, ids)

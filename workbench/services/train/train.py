@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,10 @@ from workbench.db.models import (
 )
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
+from workbench.services.evaluate.compare import Scored, align, compare_models
+from workbench.services.evaluate.lineage import encoders_of, lineage
+from workbench.services.evaluate.members import frozen_sets, held_out_item_ids, set_references
+from workbench.services.evaluate.thresholds import choose_thresholds
 from workbench.services.labels.current import HUMAN_SOURCES, current_labels
 from workbench.services.labels.propagation import propagated_training_labels
 from workbench.services.projects import get_project, project_settings
@@ -243,6 +248,17 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
             or 0
         ) + 1
         champion_artifact = champion.artifact_path if champion is not None else None
+        champion_thresholds = champion.thresholds if champion is not None else None
+        held_out = held_out_item_ids(s, project)
+        # The golden sets a challenger is judged on: every frozen set, pooled (a later set's
+        # reference wins for an item in two).
+        golden_sets = frozen_sets(s, project)
+        golden: dict[int, str] = {}
+        for es in golden_sets:
+            golden.update(set_references(s, es))
+        golden_names = [f"{es.name}@{es.version}" for es in golden_sets]
+        settings_now = project_settings(project)
+        encoders = encoders_of(s, project)
         project_name, project_id, space_id, round_number = (
             project.name,
             project.id,
@@ -250,9 +266,14 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
             rnd.number,
         )
     pos = {int(i): n for n, i in enumerate(ids)}
-    keep = np.array([int(i) in pos for i in ts.item_ids])
-    if not keep.all():
-        log(f"{int((~keep).sum())} labelled items have no vector yet (run `workbench embed`)")
+    held = np.array([int(i) in held_out for i in ts.item_ids], dtype=bool)
+    log(f"{int(held.sum())} items held out in evaluation sets (never trained on)")
+    keep = np.array([int(i) in pos for i in ts.item_ids]) & ~held
+    if not (keep | held).all():
+        log(
+            f"{int((~(keep | held)).sum())} labelled items have no vector yet "
+            "(run `workbench embed`)"
+        )
     item_ids, y = ts.item_ids[keep], ts.y[keep]
     label_sources = dict(Counter(src for src, k in zip(ts.sources, keep, strict=True) if k))
     log(f"training labels by source: {label_sources}")
@@ -302,14 +323,18 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
         }
     else:
         _, counts = np.unique(names[train_mask], return_counts=True)
-        folds = int(min(5, counts.min())) if len(counts) > 1 else 0
-        if folds >= 2:
-            cv_pred = cross_val_predict(
-                new_head(params),
-                X[train_mask],
-                names[train_mask],
-                cv=StratifiedKFold(folds, shuffle=True, random_state=0),
-            )
+        # As many folds as the commonest class allows: one rare class (a single example) used
+        # to leave the whole round without a figure; now that class alone scores badly.
+        folds = int(min(5, counts.max())) if len(counts) > 1 else 0
+        if folds >= 2 and int(train_mask.sum()) >= 2 * folds:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "least populated class ..."
+                cv_pred = cross_val_predict(
+                    new_head(params),
+                    X[train_mask],
+                    names[train_mask],
+                    cv=StratifiedKFold(folds, shuffle=True, random_state=0),
+                )
             metrics = {
                 "evaluation": f"{folds}-fold cross-validation (too few random labels)",
                 "n_eval": int(train_mask.sum()),
@@ -317,7 +342,7 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
             }
         else:
             metrics = {
-                "evaluation": "none (a class has a single example)",
+                "evaluation": "none (too few training items for cross-validation)",
                 "n_eval": 0,
                 "macro_f1": None,
             }
@@ -326,10 +351,53 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
     metrics["label_sources"] = label_sources
     metrics["warm_start"] = warm_started
     log(f"evaluated: macro-F1 {metrics.get('macro_f1')} ({metrics['evaluation']})", 0.55)
+    thresholds, thresholds_from = _operating_thresholds(
+        head, params, X, names, eval_mask, train_mask, classes, settings_now.target_precision
+    )
+    log(f"operating thresholds for precision {settings_now.target_precision}: {thresholds_from}")
+    comparison: dict[str, Any] | None = None
     promote, guard = True, "no champion yet"
     if champion is not None:
-        promote, guard = _guard(settings, champion, metrics, X, names, eval_mask, classes)
+        golden_pos = [(pos[i], c) for i, c in sorted(golden.items()) if i in pos]
+        if golden_pos and champion_artifact is not None:
+            old_head = load_head(settings, champion.version, champion_artifact)
+            gx = vecs[[p for p, _ in golden_pos]]
+            reference = np.asarray([c for _, c in golden_pos], dtype=object)
+            old_classes = [str(c) for c in old_head.classes_]
+            all_classes = sorted(set(reference.tolist()) | set(old_classes) | set(classes))
+            comparison = compare_models(
+                reference,
+                Scored(
+                    champion.version,
+                    align(score_vectors(old_head, gx), old_classes, all_classes),
+                    champion_thresholds,
+                ),
+                Scored(version, align(score_vectors(head, gx), classes, all_classes), thresholds),
+                all_classes,
+                settings_now.promotion_rule,
+            )
+            comparison["evaluation_sets"] = golden_names
+            promote = bool(comparison["promote"])
+            guard = (
+                f"{'promoted' if promote else f'kept champion v{champion.version}'} by the "
+                f"promotion rule on frozen evaluation sets {', '.join(golden_names)} "
+                f"({comparison['n_items']} items): {comparison['reason']}; prediction flip rate "
+                f"{comparison['flip_rate']:.1%}"
+            )
+        else:
+            promote, old_rule = _guard(settings, champion, metrics, X, names, eval_mask, classes)
+            why = "no frozen evaluation set" if not golden else "no frozen item has a vector"
+            guard = f"{why}; by the old rule (macro-F1 on held-out random labels): {old_rule}"
     log(f"guard: {guard}", 0.6)
+    model_lineage = lineage(
+        encoders,
+        item_ids=item_ids[train_mask],
+        labels=names[train_mask],
+        head=params["name"],
+        params=params,
+        held_out=int(held.sum()),
+        thresholds_from=thresholds_from,
+    )
     out = model_dir(settings, project, version)
     private_dir(out)
     joblib.dump(head, out / "head.joblib")
@@ -360,6 +428,9 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
             artifact_path=str(out / "head.joblib"),
             scores_path=str(out / "scores.npy"),
             status=ModelStatus.candidate,
+            thresholds=thresholds,
+            lineage=model_lineage,
+            comparison=comparison,
         )
         s.add(mv)
         s.flush()
@@ -382,11 +453,55 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
                 "promoted": promote,
                 "guard": guard,
                 "macro_f1": metrics.get("macro_f1"),
+                "labels_snapshot_sha256": model_lineage["labels_snapshot_sha256"],
             },
         )
         mv_id = mv.id
     log(f"model version {version} {'promoted' if promote else 'kept as candidate'}", 0.8)
     return mv_id
+
+
+def _operating_thresholds(
+    head: Any,
+    params: dict[str, Any],
+    X: np.ndarray,
+    names: np.ndarray,
+    eval_mask: np.ndarray,
+    train_mask: np.ndarray,
+    classes: list[str],
+    target: float,
+) -> tuple[dict[str, Any], str]:
+    """Per class thresholds for the target precision, on the round's validation split: the
+    random holdout when it is big enough, else out-of-fold scores of the training items (an
+    uncalibrated head's; the head is uncalibrated too then: calibration needs more random
+    labels than the holdout does). Never on an evaluation set: their items are not here."""
+    if int(eval_mask.sum()) >= MIN_EVAL_ITEMS:
+        proba = np.asarray(head.predict_proba(X[eval_mask]))
+        return (
+            choose_thresholds(names[eval_mask], proba, classes, target),
+            f"random holdout ({int(eval_mask.sum())} items)",
+        )
+    _, counts = np.unique(names[train_mask], return_counts=True)
+    # A rare class (one example) must not cost every other class its threshold: the folds are
+    # as many as the commonest class allows; a fold's head that never saw a rare class scores
+    # it 0 (scikit-learn fills the column), which only makes that class's threshold cautious.
+    folds = int(min(5, counts.max())) if len(counts) > 1 else 0
+    if folds < 2 or int(train_mask.sum()) < 2 * folds:
+        return {}, "none (too few training items for out-of-fold scores)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only 1 member"
+        warnings.simplefilter("ignore", RuntimeWarning)
+        proba = cross_val_predict(
+            new_head(params),
+            X[train_mask],
+            names[train_mask],
+            cv=StratifiedKFold(folds, shuffle=True, random_state=0),
+            method="predict_proba",
+        )
+    return (
+        choose_thresholds(names[train_mask], np.asarray(proba), classes, target),
+        f"{folds}-fold out-of-fold scores of the training items",
+    )
 
 
 def _guard(

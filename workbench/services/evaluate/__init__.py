@@ -1,0 +1,1 @@
+"""Evaluation: frozen evaluation sets, offline and online metrics, champion/challenger."""

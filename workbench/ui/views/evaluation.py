@@ -1,0 +1,365 @@
+"""The evaluation page: model versions with their figures in columns, the learning curve, a
+version's metrics on a frozen evaluation set (PR curves, reliability diagrams, a threshold
+chooser), champion against challenger with the rule's verdict, and the online metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from workbench.errors import WorkbenchError
+from workbench.services.auth import SessionUser
+from workbench.services.evaluate.members import frozen_sets
+from workbench.services.evaluate.offline import ECE_BINS, evaluate
+from workbench.services.evaluate.online import online_metrics
+from workbench.services.evaluate.registry import latest_comparison, model_rows
+from workbench.ui.state import database, load_project, show_error, tx
+
+DASH = "–"
+CHART_HEIGHT = 260
+PAGE_RESAMPLES = 300  # fewer than the CLI's 1000: the page recomputes on every choice
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _with_ci(value: Any, ci: list[Any] | None) -> str:
+    if value is None:
+        return DASH
+    if not ci or ci[0] is None:
+        return _num(value)
+    return f"{value:.3f} ({ci[0]:.2f}–{ci[1]:.2f})"
+
+
+def _versions_section(project_name: str) -> list[dict[str, Any]]:
+    st.subheader("Model versions")
+    with tx() as s:
+        rows = model_rows(s, load_project(s, project_name))
+    if not rows:
+        st.caption("No model versions yet: launch a retrain round on the Engineer page.")
+        return rows
+    table = pd.DataFrame(
+        [
+            {
+                "version": f"v{r['version']}",
+                "status": r["status"],
+                "trained": r["created_at"].strftime("%Y-%m-%d %H:%M"),
+                "trained on": r["trained_on"],
+                "macro-F1 (validation)": _num(r["macro_f1"]),
+                "macro AP (golden sets)": _num(r["golden_macro_ap"]),
+                "calibrated": _num(r["calibrated"]),
+                "verdict on golden sets": r["verdict"] or DASH,
+                "Δ macro AP": _num(r["macro_ap_delta"]),
+                "flip rate": DASH if r["flip_rate"] is None else f"{r['flip_rate']:.1%}",
+            }
+            for r in rows
+        ]
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+    curve = pd.DataFrame(
+        [{"version": r["version"], "macro-F1": r["macro_f1"]} for r in rows if r["macro_f1"]]
+    )
+    if len(curve) > 1:
+        st.caption("Learning curve: macro-F1 on each round's own validation split")
+        st.altair_chart(
+            alt.Chart(curve)
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("version:O", title="model version"),
+                y=alt.Y("macro-F1:Q", scale=alt.Scale(domain=[0, 1])),
+            )
+            .properties(height=180),
+            width="stretch",
+        )
+    return rows
+
+
+def _policy_table(result: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "policy": c,
+                "support": m["support"],
+                "precision": _with_ci(m["precision"], m["precision_ci"]),
+                "recall": _with_ci(m["recall"], m["recall_ci"]),
+                "F1": _with_ci(m["f1"], m.get("f1_ci")),
+                "average precision": _with_ci(
+                    m["average_precision"], m.get("average_precision_ci")
+                ),
+                "threshold": _num(m["threshold"]),
+                "precision @ threshold": _num(m["precision_at_threshold"]),
+                "recall @ threshold": _num(m["recall_at_threshold"]),
+            }
+            for c, m in result["policies"].items()
+            if m["support"] or m["flagged_at_threshold"]
+        ]
+    )
+
+
+def _charts(result: dict[str, Any]) -> None:
+    pr = pd.DataFrame(
+        [
+            {"policy": c, **p}
+            for c, m in result["policies"].items()
+            if c != "none"
+            for p in m.get("pr_curve", [])
+        ]
+    )
+    rel = pd.DataFrame(
+        [
+            {"policy": c, **r, "lo": r["observed_ci"][0], "hi": r["observed_ci"][1]}
+            for c, m in result["policies"].items()
+            if c != "none" and m["support"]
+            for r in m.get("reliability", [])
+        ]
+    )
+    if not rel.empty:
+        rel = rel.drop(columns=["observed_ci"])  # lists do not go into a chart's data
+    left, right = st.columns(2)
+    with left:
+        st.caption("Precision–recall curve per policy (● operating threshold)")
+        if pr.empty:
+            st.caption("No policy has positives in this set.")
+        else:
+            points = pd.DataFrame(
+                [
+                    {
+                        "policy": c,
+                        "recall": m["recall_at_threshold"],
+                        "precision": m["precision_at_threshold"],
+                    }
+                    for c, m in result["policies"].items()
+                    if c != "none" and m["precision_at_threshold"] is not None
+                ]
+            )
+            lines = (
+                alt.Chart(pr)
+                .mark_line(interpolate="step-after")
+                .encode(
+                    x=alt.X("recall:Q", scale=alt.Scale(domain=[0, 1])),
+                    y=alt.Y("precision:Q", scale=alt.Scale(domain=[0, 1])),
+                    color="policy:N",
+                )
+            )
+            layers = lines
+            if not points.empty:
+                layers = lines + alt.Chart(points).mark_point(size=80, filled=True).encode(
+                    x="recall:Q", y="precision:Q", color="policy:N"
+                )
+            st.altair_chart(layers.properties(height=CHART_HEIGHT), width="stretch")
+    with right:
+        st.caption(
+            f"Reliability diagram per policy (one-vs-rest, {ECE_BINS} equal-width score bins, "
+            "95% Wilson bars); diagonal = calibrated"
+        )
+        if rel.empty:
+            st.caption("No scores to bin.")
+        else:
+            diagonal = (
+                alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]}))
+                .mark_line(strokeDash=[4, 4], color="gray")
+                .encode(x="x:Q", y="y:Q")
+            )
+            dots = (
+                alt.Chart(rel)
+                .mark_line(point=True)
+                .encode(
+                    x=alt.X("mean_score:Q", title="mean score", scale=alt.Scale(domain=[0, 1])),
+                    y=alt.Y("observed:Q", title="observed share", scale=alt.Scale(domain=[0, 1])),
+                    color="policy:N",
+                    tooltip=["policy", "n", "mean_score", "observed"],
+                )
+            )
+            bars = (
+                alt.Chart(rel)
+                .mark_rule(opacity=0.5)
+                .encode(x="mean_score:Q", y="lo:Q", y2="hi:Q", color="policy:N")
+            )
+            st.altair_chart(
+                (diagonal + bars + dots).properties(height=CHART_HEIGHT), width="stretch"
+            )
+
+
+def _threshold_chooser(result: dict[str, Any]) -> None:
+    st.caption("Threshold chooser: the precision/recall trade-off of one policy on this set")
+    policies = [c for c, m in result["policies"].items() if m.get("pr_curve")]
+    if not policies:
+        st.caption("No policy with positives in this set.")
+        return
+    left, right = st.columns([1, 2])
+    with left:
+        policy = st.selectbox("Policy", policies, key="eval_threshold_policy")
+    curve = result["policies"][policy]["pr_curve"]
+    stored = result["policies"][policy]["threshold"] or 0.5
+    with right:
+        threshold = st.slider(
+            "Threshold", 0.0, 1.0, float(round(stored, 2)), 0.01, key=f"eval_thr_{policy}"
+        )
+    at = [p for p in curve if p["threshold"] >= threshold]
+    point = at[0] if at else curve[-1]
+    a, b, c = st.columns(3)
+    a.metric("Precision", f"{point['precision']:.3f}")
+    b.metric("Recall", f"{point['recall']:.3f}")
+    c.metric("Stored threshold", f"{stored:.3f}")
+
+
+def _offline_section(project_name: str, versions: list[dict[str, Any]]) -> None:
+    st.subheader("Offline metrics on a frozen evaluation set")
+    with tx() as s:
+        sets = [f"{es.name}@{es.version}" for es in frozen_sets(s, load_project(s, project_name))]
+    if not sets or not versions:
+        st.caption(
+            "Needs a frozen evaluation set (`workbench evalset create` or `sample`) and a "
+            "model version."
+        )
+        return
+    left, right = st.columns(2)
+    chosen_set = left.selectbox("Evaluation set", sets, key="eval_set")
+    labels = {f"v{r['version']} ({r['status']})": r["version"] for r in versions}
+    chosen = right.selectbox("Model version", list(labels), key="eval_version")
+    key = ("eval_result", project_name, chosen_set, labels[chosen])
+    if key not in st.session_state:
+        try:
+            with st.spinner("Scoring the set and bootstrapping the intervals..."), tx() as s:
+                st.session_state[key] = evaluate(
+                    s,
+                    database().settings,
+                    load_project(s, project_name),
+                    chosen_set,
+                    version=labels[chosen],
+                    curves=True,
+                    n_resamples=PAGE_RESAMPLES,
+                )
+        except WorkbenchError as exc:
+            show_error(exc)
+            return
+    result = st.session_state[key]
+    cols = st.columns(4)
+    cols[0].metric("Items", result["n_items"])
+    cols[1].metric("Macro-F1", _num(result["macro_f1"]))
+    cols[2].metric("ECE", _num(result["ece"]))
+    cols[3].metric("Brier", _num(result["brier"]))
+    st.caption(
+        f"Intervals: {result['intervals']}. Precision, recall and F1 are one-vs-rest on the "
+        'top class; "@ threshold" uses the policy\'s stored operating threshold.'
+    )
+    st.dataframe(_policy_table(result), hide_index=True, width="stretch")
+    absent = [
+        c
+        for c, m in result["policies"].items()
+        if not m["support"] and not m["flagged_at_threshold"]
+    ]
+    if absent:
+        st.caption(f"Classes with no item in this set and none flagged: {', '.join(absent)}")
+    _charts(result)
+    _threshold_chooser(result)
+
+
+def _comparison_section(project_name: str) -> None:
+    st.subheader("Champion and challenger")
+    with tx() as s:
+        comparison = latest_comparison(s, load_project(s, project_name))
+    if comparison is None:
+        st.caption(
+            "No round has compared a challenger on a frozen evaluation set yet (without one, "
+            "rounds promote by the old macro-F1 rule)."
+        )
+        return
+    verdict = comparison["verdict"]
+    text = (
+        f"v{comparison['challenger']} against champion v{comparison['champion']} on "
+        f"{', '.join(comparison.get('evaluation_sets', []))} ({comparison['n_items']} items): "
+        f"{verdict}."
+    )
+    (st.success if comparison["promote"] else st.warning)(text)
+    st.text(comparison["reason"])
+    ap = comparison["macro_average_precision"]
+    lo, hi = comparison["macro_average_precision_delta_ci"]
+    rows = [
+        {
+            "figure": "macro average precision",
+            f"champion v{comparison['champion']}": _num(ap["champion"]),
+            f"challenger v{comparison['challenger']}": _num(ap["challenger"]),
+            "test": f"paired bootstrap Δ {comparison['macro_average_precision_delta']:+.3f} "
+            f"({lo:+.3f} to {hi:+.3f})",
+        },
+        {
+            "figure": "prediction flip rate",
+            f"champion v{comparison['champion']}": DASH,
+            f"challenger v{comparison['challenger']}": f"{comparison['flip_rate']:.1%}",
+            "test": DASH,
+        },
+    ]
+    for policy, t in comparison["policies"].items():
+        rows.append(
+            {
+                "figure": f"recall @ threshold: {policy}",
+                f"champion v{comparison['champion']}": _num(t["recall_a"]),
+                f"challenger v{comparison['challenger']}": _num(t["recall_b"]),
+                "test": f"McNemar p = {t['pvalue']:.3g} ({t['test']})",
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def _online_section(project_name: str) -> None:
+    st.subheader("Online metrics (review stream, per ISO week)")
+    with tx() as s:
+        result = online_metrics(s, load_project(s, project_name))
+    if not result["weeks"]:
+        st.caption("No reviews yet.")
+        return
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "week": w["week"],
+                    "reviews": w["reviews"],
+                    "flagged by model": w["flagged"],
+                    "flagged precision": _with_ci(
+                        w["flagged_precision"]["value"], w["flagged_precision"]["ci"]
+                    ),
+                    "overturn rate": _with_ci(
+                        w["overturn_rate"]["value"], w["overturn_rate"]["ci"]
+                    ),
+                }
+                for w in result["weeks"]
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    yields = pd.DataFrame(result["yield"])
+    if not yields.empty:
+        st.caption("Queue yield: violations per 100 reviews, per selection strategy")
+        st.altair_chart(
+            alt.Chart(yields)
+            .mark_bar()
+            .encode(
+                x=alt.X("strategy:N", title=None),
+                y=alt.Y("per_100_reviews:Q", title="violations per 100 reviews"),
+                color="strategy:N",
+                column=alt.Column("week:N", title=None),
+                tooltip=["week", "strategy", "reviews", "violations", "per_100_reviews"],
+            )
+            .properties(height=180, width=160),
+        )
+
+
+def render(me: SessionUser, project_name: str) -> None:
+    del me  # read-only page; the services check nothing here beyond the page's role
+    st.title("Evaluation")
+    versions = _versions_section(project_name)
+    _comparison_section(project_name)
+    _offline_section(project_name, versions)
+    _online_section(project_name)
