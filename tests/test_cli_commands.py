@@ -27,6 +27,12 @@ TESTS = Path(__file__).parent
 
 # Command -> arguments after it that click refuses (exit 2) before any work is done.
 USAGE: dict[str, list[str]] = {
+    "dsa statements": ["-p", "p"],  # --out missing
+    "dsa report": ["-p", "p", "--out", "r"],  # --period missing
+    "dsa decisions": ["--bogus"],
+    "dsa override": ["-p", "p", "wb-1"],  # --note missing
+    "dsa appeal": ["-p", "p", "wb-1"],  # --complaint missing
+    "dsa appeal-decide": ["-p", "p", "one", "--outcome", "upheld", "--note", "n"],
     "ingest": [],  # PATH and --project missing
     "embed": [],
     "similar": ["-p", "p", "-k", "0"],
@@ -116,6 +122,15 @@ NO_PROJECT = "no project named 'nope'"
 # nothing. BROKEN_DATABASE commands run with WORKBENCH_DATABASE_URL naming a file that is not a
 # database: they take no other input that could be wrong.
 BAD_INPUT: dict[str, tuple[list[str], str]] = {
+    "dsa statements": (["-p", "nope", "--out", "{tmp}/s.jsonl"], NO_PROJECT),
+    "dsa report": (
+        ["-p", "nope", "--period", "2026-01-01/2026-06-30", "--out", "{tmp}/r"],
+        NO_PROJECT,
+    ),
+    "dsa decisions": (["-p", "nope"], NO_PROJECT),
+    "dsa override": (["-p", "nope", "wb-1", "--note", "n"], NO_PROJECT),
+    "dsa appeal": (["-p", "nope", "wb-1", "--complaint", "c"], NO_PROJECT),
+    "dsa appeal-decide": (["-p", "nope", "1", "--outcome", "upheld", "--note", "n"], NO_PROJECT),
     "ingest": (["{tmp}/items.jsonl", "-p", "p"], "items.jsonl: no such file or folder"),
     "embed": (["-p", "nope"], NO_PROJECT),
     "similar": (["-p", "p"], "give exactly one of --item EXTERNAL_ID or --text TEXT"),
@@ -209,6 +224,21 @@ ONLY_USAGE_CAN_BE_WRONG = {"bench embed-media", "bench agreement-scale"}
 
 # Command -> the test that runs it on real data and checks what it did.
 HAPPY: dict[str, tuple[str, str]] = {
+    "dsa statements": (
+        "test_dsa_statements.py",
+        "test_an_invalid_statement_is_named_and_nothing_is_written",
+    ),
+    "dsa report": ("test_dsa_report.py", "test_the_cli_writes_the_report"),
+    "dsa decisions": (
+        "test_dsa_statements.py",
+        "test_the_cli_lists_overrides_and_takes_complaints",
+    ),
+    "dsa override": ("test_dsa_statements.py", "test_the_cli_lists_overrides_and_takes_complaints"),
+    "dsa appeal": ("test_dsa_statements.py", "test_the_cli_lists_overrides_and_takes_complaints"),
+    "dsa appeal-decide": (
+        "test_dsa_statements.py",
+        "test_the_cli_lists_overrides_and_takes_complaints",
+    ),
     "ingest": ("test_ingest.py", "test_99_good_and_1_bad_with_skip_invalid_writes_99"),
     "embed": ("test_cli_loop.py", "test_embed_adds_only_new_items_to_the_vectors"),
     "similar": ("test_cli_loop.py", "test_similar_finds_neighbours_of_an_item_and_of_a_text"),
