@@ -29,6 +29,7 @@ SETTING_ROLES: dict[str, frozenset[Role]] = {
     "batch_size": _ENGINEER,
     "near_duplicate_threshold": _ENGINEER,
     "propagate_to_duplicates": _ENGINEER,
+    "engine": _ENGINEER,
     "overlap_share": _LEAD,
     "overlap_k": _LEAD,
     "gold_rate": _LEAD,
