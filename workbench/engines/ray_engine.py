@@ -44,7 +44,9 @@ class _UnitRunner:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Units and results travel pickled: Arrow cannot hold arbitrary Python objects.
-        results = [pickle.dumps(self.worker(pickle.loads(blob)), protocol=5) for blob in batch["unit"]]
+        results = [
+            pickle.dumps(self.worker(pickle.loads(blob)), protocol=5) for blob in batch["unit"]
+        ]
         return {"i": batch["i"], "result": np.array(results, dtype=object)}
 
 
@@ -58,7 +60,9 @@ class RayEngine(BatchEngine[Any, Any]):
     name = "ray"
     in_process = False
 
-    def __init__(self, *, actors: int | None = None, cpus_per_actor: float = CPUS_PER_ACTOR) -> None:
+    def __init__(
+        self, *, actors: int | None = None, cpus_per_actor: float = CPUS_PER_ACTOR
+    ) -> None:
         self.actors = actors
         self.cpus_per_actor = cpus_per_actor
         self._started = False

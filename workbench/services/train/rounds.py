@@ -16,8 +16,8 @@ import socket
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session

@@ -194,7 +194,9 @@ class EncoderLoader:
     project_settings: dict[str, Any]
 
     def __call__(self) -> Encoder:
-        return self.lookup(self.modality, Project(name=self.project_name, settings=self.project_settings))
+        return self.lookup(
+            self.modality, Project(name=self.project_name, settings=self.project_settings)
+        )
 
 
 def _loaded(encoder: Encoder) -> Encoder:
