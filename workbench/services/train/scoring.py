@@ -91,11 +91,11 @@ def score_pool(
     spec: PoolScoring,
     ids: np.ndarray,
     *,
-    chunk: int = SCORE_CHUNK,
+    chunk: int | None = None,
     progress: ProgressFactory = no_progress,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(item ids, scores) of the pool, ordered by item id, whatever order ranges finish in."""
-    ranges = id_ranges(np.sort(ids), chunk)
+    ranges = id_ranges(np.sort(ids), chunk or SCORE_CHUNK)
     parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for i, part in engine.map(ranges, spec, progress=progress, desc="score pool"):
         parts[i] = part
