@@ -158,11 +158,10 @@ def _vectors_by_external_id(db: Database, project: str, space: str) -> dict[str,
     with db.sessions() as s:
         p = get_project(s, project)
         ids, vecs = load_space_vectors(s, db.settings, get_space(s, p, space))
-        ext = dict(
-            s.execute(select(Item.id, Item.external_id).where(Item.project_id == p.id))
-            .tuples()
-            .all()
-        )
+        ext = {
+            r.id: r.external_id
+            for r in s.execute(select(Item.id, Item.external_id).where(Item.project_id == p.id))
+        }
     return {ext[int(i)]: v for i, v in zip(ids, vecs, strict=True)}
 
 
@@ -241,11 +240,10 @@ def _scores(db: Database, name: str) -> tuple[dict[str, np.ndarray], Any]:
         mv = s.scalars(select(ModelVersion).where(ModelVersion.project_id == p.id)).one()
         ids = np.load(Path(mv.scores_path).with_name("item_ids.npy"))
         scores = np.load(mv.scores_path)
-        ext = dict(
-            s.execute(select(Item.id, Item.external_id).where(Item.project_id == p.id))
-            .tuples()
-            .all()
-        )
+        ext = {
+            r.id: r.external_id
+            for r in s.execute(select(Item.id, Item.external_id).where(Item.project_id == p.id))
+        }
         return {ext[int(i)]: sc for i, sc in zip(ids, scores, strict=True)}, mv.artifact_path
 
 
