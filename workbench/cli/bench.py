@@ -17,12 +17,14 @@ def _register_all() -> None:
         bench_al,
         bench_browser,
         bench_embed,
+        bench_engine,
         bench_index,
         bench_queue,
     )
 
     for module in (bench_embed, bench_index, bench_al, bench_agreement, bench_queue, bench_browser):
         module.register(app)
+    bench_engine.register(app)
 
 
 _register_all()
