@@ -77,7 +77,8 @@ def _score_range(
             .order_by(Embedding.item_id)
         ).all()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vectors = store.read(((r[1], r[2]) for r in rows), dim)
+    # Rows with status ok always point into a segment.
+    vectors = store.read(((str(r[1]), int(r[2] or 0)) for r in rows), dim)
     return ids, score(head, vectors)
 
 

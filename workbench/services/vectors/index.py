@@ -145,9 +145,9 @@ class VectorIndex:
         if kind == "auto":
             kind = choose_kind(n, exact_threshold=exact_threshold, pq_threshold=pq_threshold)
         if kind == "flat":
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-            index.add_with_ids(vectors, ids)
-            return cls(index, IndexMeta(kind="flat", dim=dim, count=n))
+            flat = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+            flat.add_with_ids(vectors, ids)
+            return cls(flat, IndexMeta(kind="flat", dim=dim, count=n))
         nlist = choose_nlist(n)
         if n < nlist * 4:
             raise ValueError(f"an IVF index with {nlist} lists needs at least {nlist * 4} vectors")
