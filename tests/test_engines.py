@@ -21,6 +21,7 @@ from builders import make_items, make_project
 from quality_builders import Labels, add_fused_vectors, separable_vectors
 from sqlalchemy import func, select
 
+from workbench.bench.engine import compare_vectors
 from workbench.db.database import Database
 from workbench.db.models import Embedding, EmbeddingStatus, Item, ModelVersion, Project, RoundStatus
 from workbench.encoders.base import Encoder, l2_normalise
@@ -266,3 +267,22 @@ def test_a_round_scores_the_pool_the_same_on_ray(db: Database, monkeypatch: Any)
     expected = score_vectors(joblib.load(artifact), vecs)
     got = np.stack([remote[f"x{n}"] for n in range(60)])
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_embed_command_takes_the_engine(sqlite_db: Database, cli: Any) -> None:
+    with sqlite_db.sessions.begin() as s:
+        make_items(s, make_project(s), TEXTS[:12])
+    out = cli.json("embed", "--project", "p", "--engine", "ray", "--batch-size", "4")
+    assert out["embedded"] == 24  # 12 text vectors and 12 fused ones
+    result = cli("embed", "--project", "p", "--engine", "spark")
+    assert result.exit_code == 2 and "spark" in result.stderr
+
+
+def test_the_benchmark_comparison_sees_a_changed_vector() -> None:
+    rng = np.random.default_rng(0)
+    a = {f"t{i}": v / np.linalg.norm(v) for i, v in enumerate(rng.normal(size=(30, 8)))}
+    same = compare_vectors(a, dict(a))
+    assert same["min_cosine"] == 1.0 and same["top10_neighbour_agreement"] == 1.0
+    b = dict(a) | {"t3": -a["t3"]}
+    changed = compare_vectors(a, b)
+    assert changed["min_cosine"] == -1.0 and changed["top10_neighbour_agreement"] < 1.0
