@@ -176,7 +176,7 @@ def test_agreement_command_includes_leads_only_when_asked(cli: Any, db: Database
 
 ENGINEER_KEYS = {
     "encoders", "retrain_every_n_labels", "selection_mix", "batch_size",
-    "near_duplicate_threshold", "propagate_to_duplicates",
+    "near_duplicate_threshold", "propagate_to_duplicates", "engine",
     "drift_psi_alert", "drift_auc_alert", "target_precision", "promotion_rule",
 }  # fmt: skip
 LEAD_KEYS = {
@@ -193,6 +193,7 @@ NEW_VALUES: dict[str, tuple[str, Any]] = {
     "batch_size": ("batch_size", 7),
     "near_duplicate_threshold": ("near_duplicate_threshold", 0.9),
     "propagate_to_duplicates": ("propagate_to_duplicates", True),
+    "engine": ("engine", "ray"),
     "overlap_share": ("overlap_share", 0.2),
     "overlap_k": ("overlap_k", 3),
     "gold_rate": ("gold_rate", 0.05),

@@ -111,6 +111,11 @@ class ProjectSettings(BaseModel):
     near_duplicate_threshold: float = Field(
         0.95, gt=0.0, le=1.0, description="cosine above which two items are near-duplicates"
     )
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="where embedding and pool scoring run: this process, or Ray (RAY_ADDRESS "
+        "names a cluster; without it a local Ray starts); `--engine` overrides it per command",
+    )
     propagate_to_duplicates: bool = Field(
         False,
         description="copy each reviewer's label to the item's duplicate group (source "

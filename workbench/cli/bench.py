@@ -17,6 +17,7 @@ def _register_all() -> None:
         bench_al,
         bench_browser,
         bench_embed,
+        bench_engine,
         bench_eval,
         bench_index,
         bench_pdq,
@@ -36,6 +37,7 @@ def _register_all() -> None:
         module.register(app)
     bench_pdq.register(app)
     bench_scan.register(app)
+    bench_engine.register(app)
 
 
 _register_all()

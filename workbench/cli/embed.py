@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from workbench.cli._common import JsonFlag, ProjectOpt, database, emit, fail, say
+from workbench.cli._engine import EngineOpt
 from workbench.progress import stderr_progress
 from workbench.services.audit import Actor
 from workbench.services.projects import get_project
@@ -29,6 +30,7 @@ def embed(
         bool, typer.Option("--retry-failed", help="Try items that failed before again.")
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Items per encoder batch.", min=1)] = 128,
+    engine: EngineOpt = None,
     json_mode: JsonFlag = False,
 ) -> None:
     """Embed new, changed and outdated items; fuse; update the FAISS indexes.
@@ -44,6 +46,7 @@ def embed(
             batch_size=batch_size,
             retry_failed=retry_failed,
             progress=stderr_progress,
+            engine=engine.value if engine else None,
         )
         result = report.as_dict()
         for f in report.failures[:50]:

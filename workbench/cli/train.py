@@ -10,6 +10,7 @@ from typing import Annotated, Any, cast
 import typer
 
 from workbench.cli._common import JsonFlag, ProjectOpt, database, emit, fail, say
+from workbench.cli._engine import EngineOpt
 from workbench.db.models import ModelVersion, RoundStatus, TrainingRound
 from workbench.services.audit import Actor
 from workbench.services.projects import get_project
@@ -73,6 +74,7 @@ def retrain(
     refill: Annotated[
         bool, typer.Option("--refill/--no-refill", help="Refill the review queue afterwards.")
     ] = False,
+    engine: EngineOpt = None,
     json_mode: JsonFlag = False,
     heartbeat_seconds: HeartbeatOpt = HEARTBEAT_SECONDS,
 ) -> None:
@@ -94,6 +96,7 @@ def retrain(
             worker="cli",
             say=say,
             policy=HeartbeatPolicy(heartbeat_seconds),
+            engine=engine.value if engine else None,
         )
         number = run.number
         if queue_only:

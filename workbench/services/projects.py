@@ -33,6 +33,7 @@ SETTING_ROLES: dict[str, frozenset[Role]] = {
     "promotion_rule": _ENGINEER,
     "drift_psi_alert": _ENGINEER,
     "drift_auc_alert": _ENGINEER,
+    "engine": _ENGINEER,
     "overlap_share": _LEAD,
     "overlap_k": _LEAD,
     "gold_rate": _LEAD,

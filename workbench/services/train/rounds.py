@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -309,9 +310,12 @@ def _finish(
     return status
 
 
-def run_round_job(db: Database, round_id: int, log: RoundLog) -> int | None:
-    """What a round does: train, then refill the queue with the project's selection mix."""
-    model_version_id = train_round(db, round_id, log)
+def run_round_job(
+    db: Database, round_id: int, log: RoundLog, engine: str | None = None
+) -> int | None:
+    """What a round does: train, then refill the queue with the project's selection mix.
+    `engine` scores the pool (`local` or `ray`); None means the project's setting."""
+    model_version_id = train_round(db, round_id, log, engine)
     with db.sessions() as s:
         rnd = s.get_one(TrainingRound, round_id)
         refill, project = rnd.refill_queue, s.get_one(Project, rnd.project_id).name
@@ -347,8 +351,10 @@ def run_round_now(
     worker: str = "cli",
     say: Callable[[str], None] = _quiet,
     policy: HeartbeatPolicy = DEFAULT_POLICY,
+    engine: str | None = None,
 ) -> RoundRun:
-    """Request a round and run it here, in this process, unless `queue_only`.
+    """Request a round and run it here, in this process, unless `queue_only`; `engine` scores
+    the pool (None: the project's `engine` setting).
 
     A round of the project that is already queued is taken over and run here; one that a
     worker is already running is left to it (WorkbenchError). A failed round is recorded on
@@ -373,7 +379,7 @@ def run_round_now(
     if claimed is None:
         raise WorkbenchError(f"round {number} was taken by a running worker; follow it there")
     say(f"running round {number}")
-    status = run_claimed_round(db, round_id, run_round_job, policy)
+    status = run_claimed_round(db, round_id, partial(run_round_job, engine=engine), policy)
     return RoundRun(round_id, number, created, status)
 
 

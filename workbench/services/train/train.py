@@ -17,6 +17,7 @@ import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from workbench.db.models import (
     QueueEntry,
     TrainingRound,
 )
+from workbench.engines import BatchEngine, engine_scope
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
 from workbench.services.evaluate.compare import Scored, align, compare_models
@@ -53,6 +55,7 @@ from workbench.services.quality.adjudication import training_overrides
 from workbench.services.quality.aggregation import aggregate_labels
 from workbench.services.train.heads import CalibratedHead, make_head
 from workbench.services.train.progress import RoundLog
+from workbench.services.train.scoring import PoolScoring, loaded, score_pool
 from workbench.services.vectors.spaces import FUSED, get_space, load_space_vectors
 
 MIN_EVAL_ITEMS = 20
@@ -226,8 +229,14 @@ def new_head(params: dict[str, Any]) -> Any:
     return make_head(**params)
 
 
-def train_round(db: Database, round_id: int, log: RoundLog) -> int:
-    """The worker's job for one round; returns the new model version's id."""
+def train_round(
+    db: Database,
+    round_id: int,
+    log: RoundLog,
+    engine: BatchEngine | str | None = None,  # type: ignore[type-arg]
+) -> int:
+    """The worker's job for one round; returns the new model version's id. `engine` scores
+    the pool (an engine, `local` or `ray`; None means the project's `engine` setting)."""
     settings = db.settings
     with db.sessions() as s:
         rnd = s.get_one(TrainingRound, round_id)
@@ -259,6 +268,7 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
         golden_names = [f"{es.name}@{es.version}" for es in golden_sets]
         settings_now = project_settings(project)
         encoders = encoders_of(s, project)
+        default_engine = project_settings(project).engine
         project_name, project_id, space_id, round_number = (
             project.name,
             project.id,
@@ -402,10 +412,22 @@ def train_round(db: Database, round_id: int, log: RoundLog) -> int:
     private_dir(out)
     joblib.dump(head, out / "head.joblib")
     (out / "classes.json").write_text(json.dumps(classes))
-    log("scoring the pool", 0.65)
-    scores = score_vectors(head, vecs)
+    with engine_scope(engine, default_engine) as batch_engine:
+        log(f"scoring the pool ({batch_engine.name} engine)", 0.65)
+        # In this process the head in memory is used; elsewhere each worker loads the file
+        # just written, through the same check as every other load.
+        spec = PoolScoring(
+            settings,
+            space_id,
+            score_vectors,
+            partial(loaded, head)
+            if batch_engine.in_process
+            else partial(load_head, settings, version, str(out / "head.joblib")),
+            database=db if batch_engine.in_process else None,
+        )
+        scored_ids, scores = score_pool(batch_engine, spec, ids)
     np.save(out / "scores.npy", scores)
-    np.save(out / "item_ids.npy", ids)
+    np.save(out / "item_ids.npy", scored_ids)
     for f in out.iterdir():  # trained on reviewed content: for the owner only
         private_file(f)
     with db.sessions.begin() as s:

@@ -2,9 +2,10 @@
 
 Incremental: an item is (re)embedded when it has no vector in a space yet, when its content
 changed (`Item.revision`), or when the space's encoder has a new version. Resumable: each batch
-writes its segment file, then commits its rows; a crash loses at most the batch in flight, and
-the next run redoes exactly that. A corrupt or undecodable asset is recorded as a failure with
-its reason on that item; the run goes on.
+writes its segment file, then commits its rows; a crash loses at most the batches in flight, and
+the next run redoes exactly those. A corrupt or undecodable asset is recorded as a failure with
+its reason on that item; the run goes on. The encoding runs on a batch engine (this process, or
+Ray actors: workbench/engines/); the writing always happens here, the same for every engine.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from workbench.config import Settings
-from workbench.db.database import Database
+from workbench.db.database import Database, open_database
 from workbench.db.models import (
     Embedding,
     EmbeddingSpace,
@@ -32,9 +34,10 @@ from workbench.db.models import (
 from workbench.db.types import utcnow
 from workbench.encoders.base import Encoder
 from workbench.encoders.fusion import FUSION_VERSION, fuse
+from workbench.engines import BatchEngine, engine_scope
 from workbench.progress import ProgressFactory, no_progress
 from workbench.services.audit import Actor, record_event
-from workbench.services.projects import get_project
+from workbench.services.projects import get_project, project_settings
 from workbench.services.vectors.near_duplicates import update_near_duplicates
 from workbench.services.vectors.spaces import (
     FUSED,
@@ -141,7 +144,8 @@ def _encode_each(encoder: Encoder, inputs: list[Any]) -> list[np.ndarray | Excep
 def _upsert(
     session: Session,
     space: EmbeddingSpace,
-    item: Item,
+    item_id: int,
+    revision: int,
     *,
     status: EmbeddingStatus,
     segment: str | None,
@@ -149,11 +153,12 @@ def _upsert(
     error: str | None,
     existing: dict[int, Embedding],
 ) -> None:
-    emb = existing.get(item.id)
+    emb = existing.get(item_id)
     if emb is None:
-        emb = Embedding(space_id=space.id, item_id=item.id)
+        emb = Embedding(space_id=space.id, item_id=item_id)
         session.add(emb)
-    emb.item_revision = item.revision
+    # The revision the encoder read: an item changed meanwhile stays stale and is redone.
+    emb.item_revision = revision
     emb.encoder_version = space.encoder_version
     emb.status, emb.segment, emb.row, emb.error = status, segment, row, error
     emb.created_at = utcnow()
@@ -162,6 +167,127 @@ def _upsert(
 def _describe(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) < 500 else text[:497] + "..."
+
+
+@dataclass
+class EncodedBatch:
+    """What a worker returns for one batch of item ids: per item, in id order, the revision it
+    read and either a vector (rows of `vectors`, in order) or the reason it failed."""
+
+    item_ids: list[int]
+    revisions: list[int]
+    external_ids: list[str]
+    errors: list[str | None]
+    vectors: np.ndarray
+
+
+@dataclass
+class EncoderLoader:
+    """Loads a modality's encoder inside a worker process, through the same lookup as here.
+
+    A project row does not travel between processes; a transient copy with its name and
+    settings gives the lookup what it reads."""
+
+    lookup: EncoderLookup
+    modality: str
+    project_name: str
+    project_settings: dict[str, Any]
+
+    def __call__(self) -> Encoder:
+        return self.lookup(
+            self.modality, Project(name=self.project_name, settings=self.project_settings)
+        )
+
+
+def _loaded(encoder: Encoder) -> Encoder:
+    return encoder
+
+
+@dataclass
+class EmbedBatches:
+    """The worker spec of the embedding step: read the items of a batch, encode them.
+
+    In this process it uses the open database and the loaded encoder; elsewhere (a Ray actor)
+    it opens the database from the settings and loads the encoder once."""
+
+    settings: Settings
+    modality: str
+    load_encoder: Callable[[], Encoder]
+    database: Database | None = None
+
+    def __call__(self) -> Callable[[list[int]], EncodedBatch]:
+        db = self.database or open_database(self.settings, check_schema=False)
+        return partial(_encode_batch, db, self.settings, self.modality, self.load_encoder())
+
+
+def _encode_batch(
+    db: Database, settings: Settings, modality: str, encoder: Encoder, ids: list[int]
+) -> EncodedBatch:
+    with db.sessions() as s:
+        items = list(
+            s.scalars(
+                select(Item)
+                .where(Item.id.in_(ids))
+                .order_by(Item.id)
+                .options(selectinload(Item.assets))
+            )
+        )
+        inputs = _inputs(items, modality, settings)
+        item_ids = [it.id for it in items]
+        revisions = [it.revision for it in items]
+        external_ids = [it.external_id for it in items]
+    results = _encode_each(encoder, inputs)
+    good = [v for v in results if isinstance(v, np.ndarray)]
+    return EncodedBatch(
+        item_ids=item_ids,
+        revisions=revisions,
+        external_ids=external_ids,
+        errors=[None if isinstance(v, np.ndarray) else _describe(v) for v in results],
+        vectors=np.stack(good) if good else np.zeros((0, encoder.dim), dtype=np.float32),
+    )
+
+
+def _write_batch(
+    db: Database,
+    space_id: int,
+    store: SegmentStore,
+    batch: EncodedBatch,
+    modality: str,
+    rep: SpaceReport,
+    report: EmbedReport,
+) -> None:
+    """One batch's segment file, then its rows, in one transaction: the same for every engine."""
+    with db.sessions.begin() as s:
+        space = s.get_one(EmbeddingSpace, space_id)
+        segment = store.write(batch.vectors) if len(batch.vectors) else None
+        existing = {
+            e.item_id: e
+            for e in s.scalars(
+                select(Embedding).where(
+                    Embedding.space_id == space_id, Embedding.item_id.in_(batch.item_ids)
+                )
+            )
+        }
+        row = 0
+        for item_id, revision, external_id, error in zip(
+            batch.item_ids, batch.revisions, batch.external_ids, batch.errors, strict=True
+        ):
+            if error is None:
+                _upsert(
+                    s, space, item_id, revision, status=EmbeddingStatus.ok,
+                    segment=segment, row=row, error=None, existing=existing,
+                )  # fmt: skip
+                row += 1
+                rep.embedded += 1
+            else:
+                _upsert(
+                    s, space, item_id, revision, status=EmbeddingStatus.failed,
+                    segment=None, row=None, error=error, existing=existing,
+                )  # fmt: skip
+                rep.failed += 1
+                report.failures.append(
+                    {"external_id": external_id, "space": modality, "reason": error}
+                )
 
 
 def embed_modality(
@@ -174,6 +300,8 @@ def embed_modality(
     retry_failed: bool,
     progress: ProgressFactory,
     report: EmbedReport,
+    engine: BatchEngine,  # type: ignore[type-arg]
+    encoder_lookup: EncoderLookup = default_encoder_lookup,
 ) -> None:
     settings = db.settings
     with db.sessions.begin() as s:
@@ -194,72 +322,20 @@ def embed_modality(
         )
         up_to_date = s.scalar(kept) or 0
         space_id, project_id = space.id, project.id
+        settings_json = dict(project.settings or {})
     rep = report.spaces.setdefault(modality, SpaceReport(encoder.id, encoder.version))
     rep.up_to_date = up_to_date
     store = SegmentStore(space_folder(settings, project_id, space_id))
-    bar = progress(total=len(todo), desc=f"embed {modality}")
-    try:
-        for start in range(0, len(todo), batch_size):
-            ids = todo[start : start + batch_size]
-            with db.sessions.begin() as s:
-                space = s.get_one(EmbeddingSpace, space_id)
-                items = list(
-                    s.scalars(
-                        select(Item)
-                        .where(Item.id.in_(ids))
-                        .order_by(Item.id)
-                        .options(selectinload(Item.assets))
-                    )
-                )
-                results = _encode_each(encoder, _inputs(items, modality, settings))
-                good = [
-                    (it, v)
-                    for it, v in zip(items, results, strict=True)
-                    if isinstance(v, np.ndarray)
-                ]
-                segment = store.write(np.stack([v for _, v in good])) if good else None
-                existing = {
-                    e.item_id: e
-                    for e in s.scalars(
-                        select(Embedding).where(
-                            Embedding.space_id == space_id, Embedding.item_id.in_(ids)
-                        )
-                    )
-                }
-                row = 0
-                for it, v in zip(items, results, strict=True):
-                    if isinstance(v, np.ndarray):
-                        _upsert(
-                            s,
-                            space,
-                            it,
-                            status=EmbeddingStatus.ok,
-                            segment=segment,
-                            row=row,
-                            error=None,
-                            existing=existing,
-                        )
-                        row += 1
-                        rep.embedded += 1
-                    else:
-                        reason = _describe(v)
-                        _upsert(
-                            s,
-                            space,
-                            it,
-                            status=EmbeddingStatus.failed,
-                            segment=None,
-                            row=None,
-                            error=reason,
-                            existing=existing,
-                        )
-                        rep.failed += 1
-                        report.failures.append(
-                            {"external_id": it.external_id, "space": modality, "reason": reason}
-                        )
-            bar.update(len(ids))
-    finally:
-        bar.close()
+    batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+    if engine.in_process:
+        spec = EmbedBatches(settings, modality, partial(_loaded, encoder), database=db)
+    else:
+        loader = EncoderLoader(encoder_lookup, modality, project_name, settings_json)
+        spec = EmbedBatches(settings, modality, loader)
+    for _, batch in engine.map(
+        batches, spec, sizes=[len(b) for b in batches], progress=progress, desc=f"embed {modality}"
+    ):
+        _write_batch(db, space_id, store, batch, modality, rep, report)
 
 
 # ---- fused vectors -------------------------------------------------------------------------
@@ -371,7 +447,8 @@ def embed_fused(
                     _upsert(
                         s,
                         fspace,
-                        items[iid],
+                        iid,
+                        items[iid].revision,
                         status=EmbeddingStatus.ok,
                         segment=segment,
                         row=row,
@@ -398,28 +475,35 @@ def embed_project(
     modalities: Sequence[str] | None = None,
     encoder_lookup: EncoderLookup = default_encoder_lookup,
     progress: ProgressFactory = no_progress,
+    engine: BatchEngine | str | None = None,  # type: ignore[type-arg]
 ) -> EmbedReport:
+    """Embed what is missing or stale, fuse, refresh the indexes. `engine` runs the encoders:
+    an engine, `local` or `ray`; None means the project's `engine` setting."""
     with db.sessions() as s:
         project = get_project(s, project_name)
         present = _present_modalities(s, project)
+        default_engine = project_settings(project).engine
         # Segments left by a crashed run: nobody points at them.
         for sp in s.scalars(select(EmbeddingSpace).where(EmbeddingSpace.project_id == project.id)):
             collect_garbage(s, db.settings, sp)
     report = EmbedReport(project=project_name)
-    for modality in MODALITIES:
-        if modality not in present or (modalities and modality not in modalities):
-            continue
-        encoder = encoder_lookup(modality, project)
-        embed_modality(
-            db,
-            project_name,
-            modality,
-            encoder,
-            batch_size=batch_size,
-            retry_failed=retry_failed,
-            progress=progress,
-            report=report,
-        )
+    with engine_scope(engine, default_engine) as batch_engine:
+        for modality in MODALITIES:
+            if modality not in present or (modalities and modality not in modalities):
+                continue
+            encoder = encoder_lookup(modality, project)
+            embed_modality(
+                db,
+                project_name,
+                modality,
+                encoder,
+                batch_size=batch_size,
+                retry_failed=retry_failed,
+                progress=progress,
+                report=report,
+                engine=batch_engine,
+                encoder_lookup=encoder_lookup,
+            )
     embed_fused(db, project_name, report, progress=progress)
     with db.sessions.begin() as s:
         project = get_project(s, project_name)
