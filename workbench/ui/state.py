@@ -1,8 +1,10 @@
 """What every page shares: the database, the logged-in user, the chosen project.
 
-The login token lives only in this browser session's state; every page run resolves it on the
-server again, and every action (`acting`) once more inside its own transaction, so a logout, an
-expiry or a disabled account takes effect at the next click, callbacks included.
+The login token lives in this browser session's state and, under `workbench serve`, in an
+HttpOnly cookie (`workbench.ui.web`), so a reload or a reconnect keeps the session; every page
+run resolves it on the server again, and every action (`acting`) once more inside its own
+transaction, so a logout, an expiry or a disabled account takes effect at the next click,
+callbacks included.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from workbench.db.models import Project
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser, require_session, resolve_session
 from workbench.services.projects import get_project, project_names
+from workbench.ui.session_cookie import COOKIE
 
 TOKEN = "auth_token"
 
@@ -48,13 +51,18 @@ def acting() -> Iterator[tuple[Session, SessionUser]]:
 
 
 def current_user() -> SessionUser | None:
-    token = st.session_state.get(TOKEN)
+    """The user of this browser session's token, else of the login cookie the browser sent when
+    it connected (a reload, a reconnect, a new tab); None when neither holds a live session."""
+    cookie = st.context.cookies.get(COOKIE)
+    token = st.session_state.get(TOKEN) or (cookie if isinstance(cookie, str) else None)
     if not token:
         return None
     with tx() as s:
         me = resolve_session(s, token)
     if me is None:
         st.session_state.pop(TOKEN, None)
+    else:
+        st.session_state[TOKEN] = token
     return me
 
 
