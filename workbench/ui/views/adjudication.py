@@ -15,7 +15,7 @@ import streamlit as st
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
 from workbench.services.quality import adjudication
-from workbench.ui.state import acting, load_project, show_error, tx
+from workbench.ui.state import acting, flash_and_rerun, load_project, show_error, show_flash, tx
 
 STATUSES = ["open", "resolved", "dismissed", "all"]
 NO_SEVERITY = "(none)"
@@ -23,15 +23,17 @@ NO_SEVERITY = "(none)"
 
 def render(me: SessionUser, project_name: str) -> None:
     st.title("Adjudication")
+    show_flash()
     if st.button("Refresh the queue", help="Open cases for disagreeing and low-alpha items"):
         try:
             with acting() as (s, me):
                 result = adjudication.refresh_adjudication_queue(
                     s, load_project(s, project_name), me.actor
                 )
-            st.success(f"Opened {result['opened']} case(s).")
         except WorkbenchError as exc:
             show_error(exc)
+        else:
+            flash_and_rerun(f"Opened {result['opened']} case(s).")
     status = st.radio("Cases", STATUSES, horizontal=True, key="adj_status")
     try:
         with tx() as s:
@@ -96,13 +98,19 @@ def _case(me: SessionUser, project_name: str, case_id: int) -> None:
 def _decision_form(me: SessionUser, project_name: str, d: dict[str, Any]) -> None:
     codes = [c["code"] for c in d["taxonomy"]["codes"]]
     with st.form(f"adjudicate-{d['id']}"):
-        decision = st.radio("Final decision", d["taxonomy"]["decisions"], horizontal=True)
+        # No answer chosen for the lead: a preselected one is too easily recorded unread.
+        decision = st.radio(
+            "Final decision", d["taxonomy"]["decisions"], horizontal=True, index=None
+        )
         policies = st.multiselect("Policy codes", codes)
         severity = st.selectbox("Severity", [NO_SEVERITY, "1", "2", "3", "4"])
         note = st.text_area("Note (required)")
         resolve = st.form_submit_button("Record final decision")
         dismiss = st.form_submit_button("Dismiss (the aggregated label stands)")
     if not (resolve or dismiss):
+        return
+    if resolve and decision is None:
+        st.error("Choose a final decision, or dismiss the case.")
         return
     try:
         with acting() as (s, me):
@@ -114,9 +122,10 @@ def _decision_form(me: SessionUser, project_name: str, d: dict[str, Any]) -> Non
                 )  # fmt: skip
             else:
                 adjudication.dismiss_case(s, project, me.actor, d["id"], note)
-        st.success(f"Case {d['id']} {'resolved' if resolve else 'dismissed'}.")
     except WorkbenchError as exc:
         show_error(exc)
+    else:
+        flash_and_rerun(f"Case {d['id']} {'resolved' if resolve else 'dismissed'}.")
 
 
 def _severity(choice: object) -> int | None:

@@ -9,7 +9,7 @@ import streamlit as st
 
 from workbench.db.models import Role
 from workbench.errors import WorkbenchError
-from workbench.services.auth import SessionUser
+from workbench.services.auth import SessionUser, login_states
 from workbench.services.projects import project_settings_view, set_project_setting
 from workbench.services.taxonomy import load_taxonomy_version, taxonomy_versions
 from workbench.services.users import (
@@ -21,7 +21,7 @@ from workbench.services.users import (
     set_role,
 )
 from workbench.ui.safe_text import escape_markdown
-from workbench.ui.state import acting, load_project, show_error, tx
+from workbench.ui.state import acting, flash_and_rerun, load_project, show_error, show_flash, tx
 
 ROLES = [r.value for r in Role]
 
@@ -30,10 +30,20 @@ def _users(me: SessionUser) -> None:
     st.subheader("Users")
     with tx() as s:
         accounts = list_accounts(s, me.actor)
+        logins = login_states(s, me.actor)
+
+    def locked(name: str) -> str:
+        wait = logins[name].locked_for_s if name in logins else 0.0
+        return f"locked for {wait:.0f} s" if wait > 0 else "no"
+
+    def last(name: str) -> str:
+        at = logins[name].last_login if name in logins else None
+        return at.strftime("%Y-%m-%d %H:%M UTC") if at else "never"
+
     st.dataframe(
         pd.DataFrame(
-            [{"name": a.name, "role": a.role.value, "disabled": a.disabled,
-              "can log in": a.can_log_in} for a in accounts]
+            [{"name": a.name, "role": a.role.value, "status": a.status,
+              "last login": last(a.name), "locked out": locked(a.name)} for a in accounts]
         ),
         hide_index=True,
     )  # fmt: skip
@@ -45,9 +55,10 @@ def _users(me: SessionUser) -> None:
             try:
                 with acting() as (s, me):
                     add_user(s, name, Role(role), me.actor, password=password or None)
-                st.success(f"Added {escape_markdown(name)}.")
             except WorkbenchError as exc:
                 show_error(exc)
+            else:
+                flash_and_rerun(f"Added {name}.")
     names = [a.name for a in accounts]
     if not names:
         return
@@ -66,9 +77,10 @@ def _users(me: SessionUser) -> None:
                         set_password(s, user, new_password, me.actor)
                     if disable != "(unchanged)":
                         set_disabled(s, user, disable == "disable", me.actor)
-                st.success(f"Updated {escape_markdown(who)}.")
             except WorkbenchError as exc:
                 show_error(exc)
+            else:
+                flash_and_rerun(f"Updated {who}.")
 
 
 def _taxonomy(me: SessionUser, project_name: str) -> None:
@@ -90,9 +102,10 @@ def _taxonomy(me: SessionUser, project_name: str) -> None:
                 n = load_taxonomy_version(
                     s, load_project(s, project_name), me.actor, upload.getvalue(), upload.name
                 )
-            st.success(f"Taxonomy version {n} is now current.")
         except WorkbenchError as exc:
             show_error(exc)
+        else:
+            flash_and_rerun(f"Taxonomy version {n} is now current.")
 
 
 def _settings(me: SessionUser, project_name: str) -> None:
@@ -111,13 +124,15 @@ def _settings(me: SessionUser, project_name: str) -> None:
                     parsed = value
                 with acting() as (s, me):
                     set_project_setting(s, load_project(s, project_name), key, parsed, me.actor)
-                st.success(f"Set {escape_markdown(key)}.")
             except WorkbenchError as exc:
                 show_error(exc)
+            else:
+                flash_and_rerun(f"Set {key}.")
 
 
 def render(me: SessionUser, project_name: str) -> None:
     st.title("Admin")
+    show_flash()
     try:
         _users(me)
     except WorkbenchError as exc:
