@@ -266,3 +266,33 @@ def test_a_disabled_user_shows_disabled_at_once_and_nothing_contradicts_it(
     assert "can log in" not in users.columns
     assert users.loc["ada", "last login"] != "never"
     assert users.loc["ada", "locked out"] == "no"
+
+
+def test_a_low_alpha_slice_is_one_entry_listing_its_items(app_db: Database) -> None:
+    from workbench.db.models import Adjudication, AdjudicationReason, AdjudicationStatus, Item
+
+    with app_db.sessions.begin() as s:
+        project = get_project(s, "p")
+        for item in s.scalars(select(Item).where(Item.project_id == project.id)):
+            s.add(
+                Adjudication(
+                    project_id=project.id, item_id=item.id, status=AdjudicationStatus.open,
+                    reason=AdjudicationReason.low_alpha,
+                    reason_detail="low-alpha slice modality=text, alpha 0.100",
+                    created_by="lee", policies=[],
+                )
+            )  # fmt: skip
+    at = _open(_login("lee"), "adjudication")
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["case"]) == ["slice modality=text"]
+    assert table["items"][0] == "i0, i1, i2" and table["detail"][0] == "3 items"
+    assert list(at.dataframe[1].value["item"]) == ["i0", "i1", "i2"]
+    next(t for t in at.text_area if t.label.startswith("Note")).input("expected on this slice")
+    next(b for b in at.button if b.label.startswith("Dismiss the slice")).click()
+    at.run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.success] == [
+        escape_markdown("Slice modality=text dismissed (3 cases).")
+    ]
+    assert "No open cases." in [c.value for c in at.caption]
