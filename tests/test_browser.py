@@ -544,3 +544,19 @@ def test_images_are_blurred_until_clicked(server: dict[str, Any], page: Page) ->
     expect(page.get_by_role("button", name="Reveal image")).to_have_count(0)
     revealed = _image_bytes(page)
     assert not _is_grey_and_smooth(revealed)
+
+
+def test_submit_is_on_screen_at_1366x768_with_the_done_and_left_counter(
+    server: dict[str, Any], browser: Browser
+) -> None:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        _login(page, server["url"], "alice")
+        _ready(page, "i0")
+        expect(page.get_by_role("button", name="Submit (Enter)")).to_be_in_viewport(ratio=1)
+        expect(page.get_by_text("0 done this session", exact=False)).to_be_visible()
+        expect(page.get_by_text(f"{N_TEXT} left in the queue", exact=False)).to_be_visible()
+    finally:
+        context.close()

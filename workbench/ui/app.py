@@ -107,17 +107,25 @@ def main() -> None:
     roles = me.actor.roles
     pages: list[st.Page] = []
     home = HOME[me.role]
+    by_view: dict[str, st.Page] = {}
     for role, title, view in PAGES:
         if role in roles:
-            pages.append(
-                st.Page(needs_project(_view(view, me, project or "")), title=title,
-                        url_path=view, default=view == home)
-            )  # fmt: skip
+            by_view[view] = st.Page(
+                needs_project(_view(view, me, project or "")), title=title, url_path=view
+            )
         else:
-            pages.append(
-                st.Page(_forbidden(title, role, me.name, me.role), title=title,
-                        url_path=view, visibility="hidden")
+            by_view[view] = st.Page(
+                _forbidden(title, role, me.name, me.role), title=title, url_path=view,
+                visibility="hidden",
             )  # fmt: skip
+
+    def land() -> None:
+        # The root address opens the role's own page under its own address (a default page
+        # would take the root's address instead, and its own, e.g. /lead, would not exist).
+        st.switch_page(by_view[home])
+
+    pages.append(st.Page(land, title="Home", url_path="home", default=True, visibility="hidden"))
+    pages.extend(by_view.values())
     pages.append(st.Page(_view("settings", me), title="My settings", url_path="settings"))
     st.navigation(pages).run()
 
