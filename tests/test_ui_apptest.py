@@ -179,10 +179,10 @@ def test_engineer_saves_the_batch_size_and_a_lead_may_not(app_db: Database) -> N
     at = _open(_login("erin"), "engineer")
     assert not at.exception, at.exception
     at.number_input[0].set_value(9)
-    next(b for b in at.button if b.label == "Save selection settings").click()
+    next(b for b in at.button if b.label == "Save batch size").click()
     at.run()
     assert not at.exception, at.exception
-    assert [s.value for s in at.success] == ["Saved."]
+    assert [s.value for s in at.success] == [escape_markdown("Saved the batch size.")]
     with app_db.sessions.begin() as s:
         project = get_project(s, "p")
         assert project.settings["batch_size"] == 9
@@ -295,3 +295,49 @@ def test_a_low_alpha_slice_is_one_entry_listing_its_items(app_db: Database) -> N
         escape_markdown("Slice modality=text dismissed (3 cases).")
     ]
     assert "No open cases." in [c.value for c in at.caption]
+
+
+def test_the_selection_mix_is_sliders_saved_as_shares_that_sum_to_one(app_db: Database) -> None:
+    at = _open(_login("erin"), "engineer")
+    assert not at.exception, at.exception
+    assert next(b for b in at.button if b.label == "Save selection mix").disabled  # unchanged
+    at.slider(key="mix_seals").set_value(0.5)
+    at.slider(key="mix_random").set_value(0.3)
+    at.run()
+    # Weights 0.7, 0.5, 0.3 become shares of 1.5.
+    assert any("cluster_margin 47%, seals 33%, random 20%" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Save selection mix").click()
+    at.run()
+    assert not at.exception, at.exception
+    with app_db.sessions() as s:
+        mix = get_project(s, "p").settings["selection_mix"]
+    assert mix == {"cluster_margin": 0.467, "seals": 0.333, "random": 0.2}
+    assert sum(mix.values()) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_normalised_mix_sums_to_one_and_refuses_all_zero() -> None:
+    from workbench.ui.views.engineer import normalise_mix
+
+    assert normalise_mix({"a": 1.0, "b": 1.0, "c": 1.0}) == {"a": 0.334, "b": 0.333, "c": 0.333}
+    assert normalise_mix({"a": 0.0, "b": 0.4}) == {"b": 1.0}
+    with pytest.raises(Exception, match="at least one strategy"):
+        normalise_mix({"a": 0.0})
+
+
+def test_admin_edits_settings_in_a_form_built_from_the_schema(app_db: Database) -> None:
+    at = _open(_login("ada"), "admin")
+    assert not at.exception, at.exception
+    overlap = at.number_input(key="setting_overlap_k")
+    assert overlap.help == "reviewers per overlap item"  # the schema's description
+    overlap.set_value(3)
+    at.checkbox(key="setting_propagate_to_duplicates").check()
+    next(b for b in at.button if b.label == "Save settings").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.success] == [
+        escape_markdown("Saved overlap_k, propagate_to_duplicates.")
+    ]
+    with app_db.sessions() as s:
+        settings = get_project(s, "p").settings
+    assert settings["overlap_k"] == 3 and settings["propagate_to_duplicates"] is True
+    assert at.number_input(key="setting_overlap_k").value == 3
