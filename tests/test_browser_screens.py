@@ -43,12 +43,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator
 def _full_page(page: Page, path: Path) -> None:
     """Streamlit scrolls inside its main block: grow the window to it, shoot, shrink back."""
     expect(page.locator(APP_IDLE)).to_have_count(1)
-    height = page.evaluate(
+    measure = (
         "() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], section')]"
         ".map((e) => e.scrollHeight), 768)"
     )
-    page.set_viewport_size({"width": 1366, "height": min(int(height), 12000)})
-    page.wait_for_timeout(300)  # a resize re-lays out the charts; no event says when
+    height = 768
+    for _ in range(4):  # a taller window lays the page out again (charts, wide tables)
+        wanted = min(int(page.evaluate(measure)), 12000)
+        if wanted <= height:
+            break
+        height = wanted
+        page.set_viewport_size({"width": 1366, "height": height})
+        page.wait_for_timeout(500)  # no event says when the re-layout is done
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size({"width": 1366, "height": 768})
 

@@ -224,6 +224,20 @@ def test_the_reviewers_table_counts_imported_labels_but_not_propagated_copies(
     assert stats == {"ann": 8, ODD_NAME: 6}
 
 
+def test_read_out_tables_show_n_a_never_none_or_nan() -> None:
+    from workbench.ui.views.lead import readable
+
+    frame = pd.DataFrame(
+        {"policy": ["hate", "spam"], "alpha": [0.33333, np.nan], "n": [2, 3],
+         "median seconds": [None, 4.5]}
+    )  # fmt: skip
+    shown = readable(frame)
+    assert shown.to_dict("list") == {
+        "policy": ["hate", "spam"], "alpha": ["0.333", "n/a"], "n": [2, 3],
+        "median seconds": ["n/a", "4.500"],
+    }  # fmt: skip
+
+
 # --- the page ---------------------------------------------------------------------------------
 
 

@@ -53,7 +53,7 @@ def _rounds_section(me: SessionUser, project_name: str) -> None:
             [
                 {"round": r.number, "status": r.status.value, "progress": r.progress,
                  "trigger": r.trigger, "by": r.requested_by, "created": r.created_at,
-                 "finished": r.finished_at, "error": r.error}
+                 "finished": r.finished_at, "error": r.error or ""}
                 for r in listed
             ]
         ),

@@ -88,13 +88,26 @@ def render(me: SessionUser, project_name: str) -> None:
     audit_download(me, project_name)
 
 
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A read-out table as shown: floats to three places and "n/a" where a figure is undefined
+    (Streamlit draws a missing value as "None" whatever the Styler says)."""
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if values.isna().any() or pd.api.types.is_float_dtype(values):
+            out[column] = [
+                "n/a" if v is None or (isinstance(v, float) and pd.isna(v))
+                else f"{v:.3f}" if isinstance(v, float) else str(v)
+                for v in values.astype(object)
+            ]  # fmt: skip
+    return out
+
+
 def _table(frame: pd.DataFrame) -> None:
-    """A read-out table: numbers to three places, and "n/a" where a figure is undefined
-    (never a raw None or NaN)."""
     if frame.empty:
         st.caption("Nothing to show yet.")
         return
-    st.dataframe(frame.style.format(precision=3, na_rep="n/a"), hide_index=True)
+    st.dataframe(readable(frame), hide_index=True)
 
 
 def _n(value: float | None) -> str:
@@ -181,7 +194,12 @@ def agreement_dashboard(me: SessionUser, project_name: str) -> None:
 
     st.subheader("Alpha by policy")
     if dash.by_policy["alpha"].notna().any():
-        st.altair_chart(charts.alpha_by_policy_chart(dash.by_policy))
+        # Sized here too: Streamlit does not take a layered chart's own height.
+        n_policies = int(dash.by_policy["alpha"].notna().sum())
+        st.altair_chart(
+            charts.alpha_by_policy_chart(dash.by_policy),
+            height=charts.policy_chart_height(n_policies) + 60,  # + the axis and its title
+        )
     else:
         st.info("Not enough data: no policy has two or more labels on the same item yet.")
     _table(dash.by_policy)
@@ -214,7 +232,8 @@ def agreement_dashboard(me: SessionUser, project_name: str) -> None:
     else:
         st.text(f"{confusion.n_items} shared items, {confusion.n_pairs} label pairs")
     if confusion.n_pairs:
-        st.altair_chart(charts.confusion_chart(confusion))
+        side = max(200, 48 * len(confusion.matrix))  # as confusion_chart sizes its cells
+        st.altair_chart(charts.confusion_chart(confusion), height=side + 90)
     st.dataframe(confusion.matrix)
 
 
