@@ -29,8 +29,19 @@ from sqlalchemy import select
 
 from workbench.config import Settings
 from workbench.db.database import Database, open_database
-from workbench.db.models import Item, Label, MediaAsset, Modality, ReviewDraft, Role, User
+from workbench.db.models import (
+    Item,
+    Label,
+    Lease,
+    MediaAsset,
+    Modality,
+    ReviewDraft,
+    Role,
+    User,
+    UserSession,
+)
 from workbench.services.audit import Actor
+from workbench.services.auth import logout
 from workbench.services.queue.enqueue import NewEntry, enqueue
 from workbench.services.users import add_user
 
@@ -122,6 +133,8 @@ def _seed(db: Database) -> None:
             ("alice", Role.reviewer),
             ("ivy", Role.reviewer),
             ("erin", Role.engineer),
+            ("lena", Role.lead),
+            ("ada", Role.admin),
         ):
             add_user(s, name, role, Actor.system(), password=PW)
 
@@ -225,6 +238,7 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def _login(page: Page, base: str, name: str, path: str = "") -> None:
+    page.context.clear_cookies()  # whoever was logged in before in this browser
     page.goto(f"{base}/{path}")
     page.get_by_role("textbox", name="User name").fill(name)
     page.get_by_role("textbox", name="Password").fill(PW)
@@ -322,10 +336,11 @@ def _into_rationale(page: Page, base: str) -> None:
     page.keyboard.press("Control+A")
 
 
-def _reload_and_log_in(page: Page, base: str) -> None:
+def _reload(page: Page) -> None:
+    """A reload keeps the session (the login cookie): no login form, the same item."""
     page.reload()
-    _login(page, base, "alice")
     _ready(page, "i0")
+    assert page.get_by_role("button", name="Log in").count() == 0
 
 
 def test_xss_payload_stays_inert_text(server: dict[str, Any], page: Page) -> None:
@@ -343,7 +358,7 @@ def test_reload_mid_item_loses_nothing(server: dict[str, Any], page: Page) -> No
     page.keyboard.type("threat in the last line")
     page.keyboard.press("Escape")  # leaving the field commits it, and the draft is saved
     _wait_for_draft(server["db"], "i0", "threat in the last line")
-    _reload_and_log_in(page, server["url"])
+    _reload(page)
     expect(page.get_by_label("Violating (v)")).to_be_checked()
     expect(page.locator("textarea")).to_have_value("threat in the last line")
 
@@ -360,7 +375,7 @@ def test_text_typed_is_kept_across_a_reload_without_leaving_the_field(
     expect(page.locator("textarea")).to_have_value("still typing this and more")
     _wait_for_draft(server["db"], "i0", "still typing this and more")
     page.evaluate("() => localStorage.clear()")  # from the server's draft, not the browser's copy
-    _reload_and_log_in(page, server["url"])
+    _reload(page)
     expect(page.locator("textarea")).to_have_value("still typing this and more")
 
 
@@ -369,14 +384,14 @@ def test_text_typed_just_before_a_reload_comes_back(server: dict[str, Any], page
     browser kept it and puts it back, and then the server gets it."""
     _into_rationale(page, server["url"])
     page.keyboard.type("typed right before the reload")
-    _reload_and_log_in(page, server["url"])
+    _reload(page)
     expect(page.locator("textarea")).to_have_value("typed right before the reload")
     # Put back, the text is committed after a pause and reaches the server's draft; then a
     # browser without the kept copy gets it from there.
     _wait_for_draft(server["db"], "i0", "typed right before the reload")
     page.keyboard.press("Escape")
     page.wait_for_function("() => localStorage.getItem('wbUnsentText') === null")
-    _reload_and_log_in(page, server["url"])
+    _reload(page)
     expect(page.locator("textarea")).to_have_value("typed right before the reload")
 
 
@@ -397,7 +412,7 @@ def test_shortcuts_work_again_after_visiting_another_page(
 
 def _visit(page: Page, path: str) -> None:
     """Ask for an address within the logged-in session, as the browser's back and forward
-    buttons do (a reload would start a new session, and login always opens the default page)."""
+    buttons do."""
     page.evaluate(
         "(path) => { history.pushState({}, '', '/' + path);"
         " window.dispatchEvent(new PopStateEvent('popstate')); }",
@@ -405,30 +420,103 @@ def _visit(page: Page, path: str) -> None:
     )
 
 
-def test_reviewer_cannot_reach_the_engineer_page_even_by_url(
+def _session_cookie(page: Page) -> dict[str, Any]:
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "wb_session"]
+    return cookie
+
+
+def test_the_session_is_an_httponly_cookie_whose_hash_the_database_keeps(
     server: dict[str, Any], page: Page
 ) -> None:
+    _login(page, server["url"], "alice")
+    _ready(page, "i0")
+    cookie = _session_cookie(page)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert not cookie["secure"]  # plain http here; under TLS it is Secure
+    assert "wb_session" not in page.evaluate("document.cookie")  # no script can read it
+    with server["db"].sessions() as s:
+        hashes = set(s.scalars(select(UserSession.token_hash)))
+    assert cookie["value"] not in hashes
+    assert hashlib.sha256(cookie["value"].encode()).hexdigest() in hashes
+
+
+def test_a_revoked_session_is_logged_out_at_the_next_reload(
+    server: dict[str, Any], page: Page
+) -> None:
+    _login(page, server["url"], "alice")
+    _ready(page, "i0")
+    _reload(page)
+    with server["db"].sessions.begin() as s:
+        assert logout(s, _session_cookie(page)["value"])
+    page.reload()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert page.get_by_text("alice (", exact=False).count() == 0
+
+
+def test_logging_out_clears_the_cookie(server: dict[str, Any], page: Page) -> None:
+    _login(page, server["url"], "alice")
+    _ready(page, "i0")
+    page.get_by_role("button", name="Log out").click()
+    _wait_until(
+        lambda: not [c for c in page.context.cookies() if c["name"] == "wb_session"],
+        "the login cookie to be cleared",
+    )
+    page.reload()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
+@pytest.mark.parametrize(
+    ("name", "heading"),
+    [("erin", "Engineer"), ("lena", "Lead"), ("ada", "Admin")],
+)
+def test_each_role_lands_on_its_own_page(
+    server: dict[str, Any], page: Page, name: str, heading: str
+) -> None:
+    _login(page, server["url"], name)
+    expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+
+
+def test_a_lead_who_only_browses_takes_no_lease(server: dict[str, Any], page: Page) -> None:
+    _login(page, server["url"], "lena")
+    expect(page.get_by_role("heading", name="Lead", exact=True)).to_be_visible()
+    for link, heading in (
+        ("Adjudication", "Adjudication"),
+        ("Gold", "Gold checks"),
+        ("Lead", "Lead"),
+    ):
+        page.get_by_role("link", name=link).click()
+        expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        expect(page.locator(APP_IDLE)).to_have_count(1)
+    page.reload()
+    expect(page.get_by_role("heading", name="Lead", exact=True)).to_be_visible()
+    expect(page.locator(APP_IDLE)).to_have_count(1)
+    with server["db"].sessions() as s:
+        lena = s.scalar(select(User.id).where(User.name == "lena"))
+        assert s.scalars(select(Lease).where(Lease.reviewer_id == lena)).all() == []
+
+
+def test_a_deep_link_is_kept_across_login(server: dict[str, Any], page: Page) -> None:
+    _login(page, server["url"], "erin", path="settings")
+    expect(page.get_by_text("Remind me to take a break")).to_be_visible()
+    assert page.url.endswith("/settings")
+
+
+def test_a_page_a_role_may_not_open_says_so(server: dict[str, Any], page: Page) -> None:
     _login(page, server["url"], "alice", path="engineer")
-    _ready(page, "i0")  # an address asked for before login is not honoured: her review page
-    # Within her session: an address of one of her pages is served ...
+    expect(page.get_by_text("The Engineer page is for the engineer role")).to_be_visible()
+    assert page.get_by_role("link", name="Engineer").count() == 0  # not in her sidebar
+    assert page.get_by_role("button", name="Launch a retrain round").count() == 0
+    # Within her session: her own pages are served by address ...
     _visit(page, "settings")
     expect(page.get_by_text("Remind me to take a break")).to_be_visible()
-    # ... and the engineer's is answered with her review page, not with the engineer's.
+    # ... and the engineer's again says it is not hers.
     _visit(page, "engineer")
-    page.wait_for_function(
-        "() => location.pathname !== '/engineer'"
-        " || Array.from(document.querySelectorAll('h1')).some((h) => h.innerText === 'Engineer')"
-    )
-    expect(page.locator(APP_IDLE)).to_have_count(1)
-    assert page.get_by_role("heading", name="Engineer").count() == 0
-    assert page.get_by_role("link", name="Engineer").count() == 0
-    expect(page.get_by_role("heading", name="Review")).to_be_visible()
+    expect(page.get_by_text("The Engineer page is for the engineer role")).to_be_visible()
     # The engineer, by contrast, gets there by address.
     _login(page, server["url"], "erin")
-    _visit(page, "settings")
-    expect(page.get_by_text("Remind me to take a break")).to_be_visible()
     _visit(page, "engineer")
     expect(page.get_by_role("heading", name="Engineer")).to_be_visible()
+    assert page.get_by_text("is for the engineer role").count() == 0
 
 
 def _image_bytes(page: Page) -> bytes:
@@ -456,3 +544,19 @@ def test_images_are_blurred_until_clicked(server: dict[str, Any], page: Page) ->
     expect(page.get_by_role("button", name="Reveal image")).to_have_count(0)
     revealed = _image_bytes(page)
     assert not _is_grey_and_smooth(revealed)
+
+
+def test_submit_is_on_screen_at_1366x768_with_the_done_and_left_counter(
+    server: dict[str, Any], browser: Browser
+) -> None:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        _login(page, server["url"], "alice")
+        _ready(page, "i0")
+        expect(page.get_by_role("button", name="Submit (Enter)")).to_be_in_viewport(ratio=1)
+        expect(page.get_by_text("0 done this session", exact=False)).to_be_visible()
+        expect(page.get_by_text(f"{N_TEXT} left in the queue", exact=False)).to_be_visible()
+    finally:
+        context.close()

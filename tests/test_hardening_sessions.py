@@ -185,7 +185,7 @@ def test_engineer_cannot_save_selection_settings_once_the_session_has_ended(
     at = _open("erin", "engineer")
     at.number_input[0].set_value(9)
     ends.arm(at, _expire)
-    next(b for b in at.button if b.label == "Save selection settings").click()
+    next(b for b in at.button if b.label == "Save batch size").click()
     at.run()
     ends.assert_refused(at)
     with app_db.sessions() as s:

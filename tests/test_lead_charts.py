@@ -105,7 +105,10 @@ def test_kappa_matrix_is_symmetric_with_the_shared_items_of_each_pair(
             assert dash.shared_items.loc[a, b] == len(shared)
             assert dash.kappa.loc[a, b] == pytest.approx(cohen_kappa_score(shared[a], shared[b]))
     pairs = dash.kappa_pairs()
-    assert len(pairs) == 6 and set(pairs["n_items"]) == {int(x) for x in n[n > 0]}
+    # Each pair once.
+    assert len(pairs) == 3 and set(pairs["n_items"]) == {int(x) for x in n[n > 0]}
+    named = zip(pairs["reviewer_a"], pairs["reviewer_b"], strict=True)
+    assert len({frozenset(p) for p in named}) == 3
 
 
 def test_confusion_matrix_of_two_reviewers_counts_their_shared_items_by_hand(
@@ -177,6 +180,62 @@ def test_empty_project_gives_empty_figures_not_errors(db: Database) -> None:
         dash = charts.agreement_dashboard(s, project, Actor.system(), n_boot=10)
     assert dash.by_week.empty and dash.kappa_pairs().empty and dash.overall["n_items"] == 0
     assert dash.confusion().matrix.to_numpy().sum() == 0
+
+
+def test_alpha_by_policy_is_sized_to_its_data_and_names_its_axis(project_db: Database) -> None:
+    with project_db.sessions() as s:
+        dash = charts.agreement_dashboard(s, get_project(s, "p"), Actor.system(), n_boot=20)
+    n = int(dash.by_policy["alpha"].notna().sum())
+    spec = charts.alpha_by_policy_chart(dash.by_policy).to_dict()
+    assert n >= 2 and spec["height"] == charts.policy_chart_height(n) >= 32 * n
+    layers = spec["layer"]
+    assert {layer["encoding"]["x"]["title"] for layer in layers} == {"Krippendorff's alpha"}
+    assert all(layer["encoding"]["y"]["axis"]["labelLimit"] == 0 for layer in layers)
+
+
+def test_a_trend_needs_two_weeks(project_db: Database) -> None:
+    with project_db.sessions() as s:
+        dash = charts.agreement_dashboard(s, get_project(s, "p"), Actor.system(), n_boot=10)
+    assert charts.trend_points(dash.by_week) == 2
+    assert charts.trend_points(dash.by_week.head(1)) < charts.MIN_TREND_POINTS
+    assert charts.trend_points(pd.DataFrame()) == 0
+
+
+def test_the_reviewers_table_counts_imported_labels_but_not_propagated_copies(
+    db: Database,
+) -> None:
+    from sqlalchemy import update
+
+    from workbench.db.models import Label, LabelSource, User
+    from workbench.services.quality.overview import reviewer_stats
+
+    with db.sessions.begin() as s:
+        # One transaction: Postgres refuses to change a label once committed.
+        project = create_project(s, "p", Actor.system())
+        _two_weeks(Labels(s, project))
+        s.flush()
+        ann = s.scalar(select(User.id).where(User.name == "ann"))
+        bob = s.scalar(select(User.id).where(User.name == "bob"))
+        s.execute(update(Label).where(Label.reviewer_id == ann).values(source=LabelSource.import_))
+        s.execute(
+            update(Label).where(Label.reviewer_id == bob).values(source=LabelSource.propagated)
+        )
+        stats = {r.reviewer: r.labels for r in reviewer_stats(s, project, Actor.system())}
+    assert stats == {"ann": 8, ODD_NAME: 6}
+
+
+def test_read_out_tables_show_n_a_never_none_or_nan() -> None:
+    from workbench.ui.views.lead import readable
+
+    frame = pd.DataFrame(
+        {"policy": ["hate", "spam"], "alpha": [0.33333, np.nan], "n": [2, 3],
+         "median seconds": [None, 4.5]}
+    )  # fmt: skip
+    shown = readable(frame)
+    assert shown.to_dict("list") == {
+        "policy": ["hate", "spam"], "alpha": ["0.333", "n/a"], "n": [2, 3],
+        "median seconds": ["n/a", "4.500"],
+    }  # fmt: skip
 
 
 # --- the page ---------------------------------------------------------------------------------
@@ -255,6 +314,13 @@ def test_lead_page_draws_the_dashboard_and_keeps_user_text_inert(
     at.run()
     assert not at.exception, at.exception
     assert "6 shared items, 6 label pairs" in [t.value for t in at.text]
+    # Pooled, the caption's count is the cells' sum.
+    at.selectbox(key="confusion_a").set_value("(all pairs)")
+    at.run()
+    assert "8 shared items, 16 label pairs, each counted in both orders: 32 in the cells" in [
+        t.value for t in at.text
+    ]
+    assert not [i for i in at.info if "Not enough data" in i.value]  # two weeks: a trend
     assert not any("<b>" in m.value or "**cat**" in m.value for m in at.markdown)
 
 
@@ -272,11 +338,24 @@ def test_lead_page_finds_mislabels_and_prepares_the_audit_csv(
     report = at.session_state["mislabels_report"]
     assert {s["external_id"] for s in report["suspects"]} >= {"x3", "x20", "x37"}
     assert any(t.value.startswith("checked ") for t in at.text)
-    with db.sessions() as s:
-        queued = set(
-            s.scalars(select(QueueEntry.item_id).where(QueueEntry.kind == EntryKind.rereview))
-        )
-    assert len(queued) == report["sent_back"] >= 3
+
+    def queued() -> set[int]:
+        with db.sessions() as s:
+            return set(
+                s.scalars(select(QueueEntry.item_id).where(QueueEntry.kind == EntryKind.rereview))
+            )
+
+    # The suspects are listed and nothing is sent back until the lead confirms.
+    assert queued() == set() and report["sent_back"] == 0
+    n = len(report["suspects"])
+    confirm = at.checkbox(key="mislabels_send")
+    assert confirm.label == f"Send these {n} suspects back to review" and not confirm.value
+    assert at.button(key="mislabels_confirm").disabled
+    confirm.check().run()
+    at.button(key="mislabels_confirm").click().run()
+    assert not at.exception, at.exception
+    report = at.session_state["mislabels_report"]
+    assert len(queued()) == report["sent_back"] >= 3
     next(b for b in at.button if b.label == "Prepare audit CSV").click()
     at.run()
     assert not at.exception, at.exception

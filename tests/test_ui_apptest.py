@@ -40,9 +40,8 @@ def app_db(sqlite_db: Database) -> Database:
 
 
 def _run(at: AppTest) -> AppTest:
-    # AppTest (Streamlit 1.5x) re-requests the finished page by its hash, which a default
-    # st.navigation page (url "") does not match on the next run; "" asks for the default page.
-    at._finished_page_script_hash = ""
+    # The role's page is never the default page (that one only switches to it), so AppTest's
+    # re-request of the finished page by its hash finds it again.
     return at.run()
 
 
@@ -98,14 +97,12 @@ def test_violating_without_rationale_shows_the_problem_and_keeps_the_item(app_db
     _run(at)
     next(b for b in at.button if b.label.startswith("Submit")).click()
     _run(at)
-    # The error box, then each problem on a line of its own, naming its field.
-    assert [e.value for e in at.error] == ["Could not do that:"]
+    # The error box, then each problem once, on a line of its own, in the reviewer's words.
+    assert [e.value for e in at.error] == ["Could not do that."]
     texts = [t.value for t in at.text]
-    assert "- field 'rationale': a reviewer's violating label needs a rationale" in texts
-    assert (
-        "- field 'policies': a violating label needs at least one policy code other than 'none'"
-        in texts
-    )
+    assert texts.count("A reviewer's violating label needs a rationale.") == 1
+    assert "A violating label needs at least one policy code other than 'none'." in texts
+    assert not [t for t in texts if "field '" in t]
     assert XSS in texts
     assert next(r for r in at.radio if r.label == "Decision").value == "violating"
     with app_db.sessions() as s:
@@ -172,7 +169,8 @@ def test_admin_sets_a_project_setting_from_the_admin_page(app_db: Database) -> N
     at.run()
     assert not at.exception, at.exception
     # The key is what the admin typed: escaped, it renders as itself, "Set batch_size.".
-    assert [s.value for s in at.success] == [f"Set {escape_markdown('batch_size')}."]
+    assert [s.value for s in at.success] == [escape_markdown("Set batch_size.")]
+    assert '"batch_size": 7' in at.code[-1].value  # the settings shown are the new ones
     with app_db.sessions() as s:
         assert get_project(s, "p").settings["batch_size"] == 7
 
@@ -181,10 +179,10 @@ def test_engineer_saves_the_batch_size_and_a_lead_may_not(app_db: Database) -> N
     at = _open(_login("erin"), "engineer")
     assert not at.exception, at.exception
     at.number_input[0].set_value(9)
-    next(b for b in at.button if b.label == "Save selection settings").click()
+    next(b for b in at.button if b.label == "Save batch size").click()
     at.run()
     assert not at.exception, at.exception
-    assert [s.value for s in at.success] == ["Saved."]
+    assert [s.value for s in at.success] == [escape_markdown("Saved the batch size.")]
     with app_db.sessions.begin() as s:
         project = get_project(s, "p")
         assert project.settings["batch_size"] == 9
@@ -193,3 +191,153 @@ def test_engineer_saves_the_batch_size_and_a_lead_may_not(app_db: Database) -> N
             set_project_setting(
                 s, project, "batch_size", 3, Actor.for_user("lee", lee.id, lee.role)
             )
+
+
+def test_submitting_without_a_decision_says_so_once_in_plain_words(app_db: Database) -> None:
+    at = _login("alice")
+    next(b for b in at.button if b.label.startswith("Submit")).click()
+    _run(at)
+    assert [e.value for e in at.error] == ["Could not do that."]
+    texts = [t.value for t in at.text]
+    assert texts.count("Choose a decision.") == 1
+    assert not [t for t in texts if "Field required" in t or "field '" in t]
+
+
+@pytest.fixture
+def case_db(app_db: Database) -> Database:
+    from workbench.services.quality.adjudication import open_case
+
+    with app_db.sessions.begin() as s:
+        lee = get_user(s, "lee")
+        open_case(s, get_project(s, "p"), Actor.for_user("lee", lee.id, lee.role), "i0", "odd")
+    return app_db
+
+
+def test_a_resolved_case_leaves_the_open_list_at_once(case_db: Database) -> None:
+    at = _open(_login("lee"), "adjudication")
+    assert not at.exception, at.exception
+    assert len(at.dataframe[0].value) == 1
+    decision = next(r for r in at.radio if r.label == "Final decision")
+    assert decision.value is None  # no answer chosen for the lead
+    next(b for b in at.button if b.label == "Record final decision").click()
+    at.run()
+    assert "Choose a final decision, or dismiss the case." in [e.value for e in at.error]
+    next(r for r in at.radio if r.label == "Final decision").set_value("not_violating")
+    next(t for t in at.text_area if t.label.startswith("Note")).input("read it twice")
+    next(b for b in at.button if b.label == "Record final decision").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.success] == [escape_markdown("Case 1 resolved.")]
+    assert "No open cases." in [c.value for c in at.caption]
+
+
+def test_a_marked_gold_item_shows_in_the_gold_list_at_once(app_db: Database) -> None:
+    at = _open(_login("lee"), "gold")
+    assert not at.exception, at.exception
+    assert "No gold items yet." in [c.value for c in at.caption]
+    assert next(r for r in at.radio if r.label == "Answer").value is None
+    next(t for t in at.text_input if t.label == "Item external id").input("i1")
+    next(r for r in at.radio if r.label == "Answer").set_value("not_violating")
+    next(b for b in at.button if b.label == "Mark as gold").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.success] == [escape_markdown("Marked i1 as gold.")]
+    assert "No gold items yet." not in [c.value for c in at.caption]
+    assert list(at.dataframe[-1].value["external_id"]) == ["i1"]
+
+
+def test_a_disabled_user_shows_disabled_at_once_and_nothing_contradicts_it(
+    app_db: Database,
+) -> None:
+    at = _open(_login("ada"), "admin")
+    assert not at.exception, at.exception
+    users = at.dataframe[0].value.set_index("name")
+    assert users.loc["alice", "status"] == "active"
+    assert users.loc["alice", "last login"] == "never"
+    next(s for s in at.selectbox if s.label == "User").set_value("alice")
+    next(r for r in at.radio if r.label == "Account").set_value("disable")
+    next(b for b in at.button if b.label == "Apply").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.success] == [escape_markdown("Updated alice.")]
+    users = at.dataframe[0].value.set_index("name")
+    assert users.loc["alice", "status"] == "disabled"
+    assert "can log in" not in users.columns
+    assert users.loc["ada", "last login"] != "never"
+    assert users.loc["ada", "locked out"] == "no"
+
+
+def test_a_low_alpha_slice_is_one_entry_listing_its_items(app_db: Database) -> None:
+    from workbench.db.models import Adjudication, AdjudicationReason, AdjudicationStatus, Item
+
+    with app_db.sessions.begin() as s:
+        project = get_project(s, "p")
+        for item in s.scalars(select(Item).where(Item.project_id == project.id)):
+            s.add(
+                Adjudication(
+                    project_id=project.id, item_id=item.id, status=AdjudicationStatus.open,
+                    reason=AdjudicationReason.low_alpha,
+                    reason_detail="low-alpha slice modality=text, alpha 0.100",
+                    created_by="lee", policies=[],
+                )
+            )  # fmt: skip
+    at = _open(_login("lee"), "adjudication")
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["case"]) == ["slice modality=text"]
+    assert table["items"][0] == "i0, i1, i2" and table["detail"][0] == "3 items"
+    assert list(at.dataframe[1].value["item"]) == ["i0", "i1", "i2"]
+    next(t for t in at.text_area if t.label.startswith("Note")).input("expected on this slice")
+    next(b for b in at.button if b.label.startswith("Dismiss the slice")).click()
+    at.run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.success] == [
+        escape_markdown("Slice modality=text dismissed (3 cases).")
+    ]
+    assert "No open cases." in [c.value for c in at.caption]
+
+
+def test_the_selection_mix_is_sliders_saved_as_shares_that_sum_to_one(app_db: Database) -> None:
+    at = _open(_login("erin"), "engineer")
+    assert not at.exception, at.exception
+    assert next(b for b in at.button if b.label == "Save selection mix").disabled  # unchanged
+    at.slider(key="mix_seals").set_value(0.5)
+    at.slider(key="mix_random").set_value(0.3)
+    at.run()
+    # Weights 0.7, 0.5, 0.3 become shares of 1.5.
+    assert any("cluster_margin 47%, seals 33%, random 20%" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Save selection mix").click()
+    at.run()
+    assert not at.exception, at.exception
+    with app_db.sessions() as s:
+        mix = get_project(s, "p").settings["selection_mix"]
+    assert mix == {"cluster_margin": 0.467, "seals": 0.333, "random": 0.2}
+    assert sum(mix.values()) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_normalised_mix_sums_to_one_and_refuses_all_zero() -> None:
+    from workbench.ui.views.engineer import normalise_mix
+
+    assert normalise_mix({"a": 1.0, "b": 1.0, "c": 1.0}) == {"a": 0.334, "b": 0.333, "c": 0.333}
+    assert normalise_mix({"a": 0.0, "b": 0.4}) == {"b": 1.0}
+    with pytest.raises(Exception, match="at least one strategy"):
+        normalise_mix({"a": 0.0})
+
+
+def test_admin_edits_settings_in_a_form_built_from_the_schema(app_db: Database) -> None:
+    at = _open(_login("ada"), "admin")
+    assert not at.exception, at.exception
+    overlap = at.number_input(key="setting_overlap_k")
+    assert overlap.help == "reviewers per overlap item"  # the schema's description
+    overlap.set_value(3)
+    at.checkbox(key="setting_propagate_to_duplicates").check()
+    next(b for b in at.button if b.label == "Save settings").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.success] == [
+        escape_markdown("Saved overlap_k, propagate_to_duplicates.")
+    ]
+    with app_db.sessions() as s:
+        settings = get_project(s, "p").settings
+    assert settings["overlap_k"] == 3 and settings["propagate_to_duplicates"] is True
+    assert at.number_input(key="setting_overlap_k").value == 3

@@ -591,10 +591,13 @@ def run_browser_reviewer(
             page.goto(base_url)
             # The first page run of a fresh server imports the whole app: slow on a busy machine.
             page.get_by_role("textbox", name="User name").wait_for(timeout=SERVER_START_S * 1000)
-            page.evaluate(_script(PROBE_JS), ITEM_PREFIX)
             page.get_by_role("textbox", name="User name").fill(user)
             page.get_by_role("textbox", name="Password").fill(password)
             page.get_by_role("button", name="Log in").click()
+            # The login sets its cookie through a page load (workbench.ui.web) that lands on
+            # the review page: the probe goes into that page.
+            page.wait_for_url("**/review", timeout=SERVER_START_S * 1000)
+            page.evaluate(_script(PROBE_JS), ITEM_PREFIX)
             page.wait_for_function(
                 "() => window.__wbLatency.showsItem()", timeout=SERVER_START_S * 1000
             )

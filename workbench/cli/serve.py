@@ -16,7 +16,8 @@ import typer
 
 from workbench.cli._common import database, say
 
-APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+# The ASGI app (`st.App`): the pages plus the routes that set and clear the login cookie.
+APP = Path(__file__).resolve().parents[1] / "ui" / "web.py"
 
 
 def streamlit_command(port: int, address: str) -> list[str]:

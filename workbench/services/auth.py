@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from workbench.db.models import LoginAttempt, Role, User, UserSession
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
-from workbench.services.audit import Actor, record_event
+from workbench.services.audit import Actor, record_event, require_role
 from workbench.services.users import find_user, hash_password, verify_password
 
 # The throttle (README, SECURITY, "Login throttling"). Failures slow down; nothing locks an
@@ -249,27 +249,9 @@ class LoginThrottle:
 
     @staticmethod
     def _check_name(session: Session, key: str, own_id: int | None, now: datetime) -> None:
-        # Failures since the last success within the window, newest first.
-        rows = session.execute(
-            select(LoginAttempt.at, LoginAttempt.success)
-            .where(
-                LoginAttempt.user_name == key,
-                LoginAttempt.at >= now - FAILURE_WINDOW,
-                LoginAttempt.id != (own_id or 0),
-            )
-            .order_by(LoginAttempt.at.desc(), LoginAttempt.id.desc())
-            .limit(64)  # more than enough failures to reach the cap
-        ).all()
-        failures: list[datetime] = []
-        for at, success in rows:
-            if success:
-                break
-            failures.append(at)
-        wait = backoff(len(failures), NAME_FREE_FAILURES, NAME_MAX_DELAY_SECONDS)
-        if failures and wait > 0:
-            remaining = (failures[0] + timedelta(seconds=wait) - now).total_seconds()
-            if remaining > 0:
-                raise LoginThrottled(remaining)
+        remaining = name_lockout_seconds(session, key, now, own_id=own_id)
+        if remaining > 0:
+            raise LoginThrottled(remaining)
 
     def _check_global(self, session: Session, own_id: int | None, now: datetime) -> None:
         # The newest attempts by id (the primary key's index, so a flood does not make this a
@@ -289,6 +271,58 @@ class LoginThrottle:
         ).one()
         if count >= limit and oldest is not None:
             raise LoginThrottled(max((oldest + GLOBAL_WINDOW - now).total_seconds(), 1.0))
+
+
+def name_lockout_seconds(
+    session: Session, key: str, now: datetime, *, own_id: int | None = None
+) -> float:
+    """How long logins under this name must still wait after its recent failures (0: none)."""
+    # Failures since the last success within the window, newest first.
+    rows = session.execute(
+        select(LoginAttempt.at, LoginAttempt.success)
+        .where(
+            LoginAttempt.user_name == key,
+            LoginAttempt.at >= now - FAILURE_WINDOW,
+            LoginAttempt.id != (own_id or 0),
+        )
+        .order_by(LoginAttempt.at.desc(), LoginAttempt.id.desc())
+        .limit(64)  # more than enough failures to reach the cap
+    ).all()
+    failures: list[datetime] = []
+    for at, success in rows:
+        if success:
+            break
+        failures.append(at)
+    wait = backoff(len(failures), NAME_FREE_FAILURES, NAME_MAX_DELAY_SECONDS)
+    if not failures or wait <= 0:
+        return 0.0
+    return max((failures[0] + timedelta(seconds=wait) - now).total_seconds(), 0.0)
+
+
+@dataclass(frozen=True)
+class LoginState:
+    """What the admin's users table shows of an account's logins."""
+
+    last_login: datetime | None
+    locked_for_s: float  # how long a login must still wait after failed tries (0: not locked)
+
+
+def login_states(
+    session: Session, actor: Actor, *, now: datetime | None = None
+) -> dict[str, LoginState]:
+    """Each account's last login and lockout, by name (admins only)."""
+    require_role(actor, Role.admin, action="see user logins")
+    now = now or utcnow()
+    last = dict(
+        session.execute(
+            select(User.name, func.max(UserSession.created_at))
+            .join(UserSession, UserSession.user_id == User.id, isouter=True)
+            .group_by(User.name)
+        ).all()
+    )
+    return {
+        name: LoginState(at, name_lockout_seconds(session, name, now)) for name, at in last.items()
+    }
 
 
 def _lock_name(session: Session, key: str) -> None:

@@ -83,15 +83,28 @@ class Account:
     name: str
     role: Role
     disabled: bool
-    can_log_in: bool
+    can_log_in: bool  # has a password and is not disabled
     created_at: datetime
+
+    @property
+    def status(self) -> str:
+        """One word for the account, so a table never shows two states that contradict."""
+        if self.disabled:
+            return "disabled"
+        return "active" if self.can_log_in else "no password yet"
 
 
 def list_accounts(session: Session, actor: Actor) -> list[Account]:
     """Every user, for the admin page (no hashes leave the service)."""
     require_role(actor, Role.admin, action="list user accounts")
     return [
-        Account(u.name, u.role, u.disabled, u.password_hash is not None, u.created_at)
+        Account(
+            u.name,
+            u.role,
+            u.disabled,
+            u.password_hash is not None and not u.disabled,
+            u.created_at,
+        )
         for u in session.scalars(select(User).order_by(User.name))
     ]
 

@@ -1,7 +1,8 @@
 """The workbench in the browser: `streamlit run workbench/ui/app.py` (or `workbench serve`).
 
-Pages are chosen by role with `st.navigation`, so a page a role may not use does not exist for
-it, not even by URL; and every action is checked by role again in the services.
+Pages are chosen by role with `st.navigation`: each role lands on its own page, and a page a
+role may not use is listed for it only as a hidden page that says so (by URL), without running
+its view; every action is checked by role again in the services.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import streamlit as st
 
 from workbench.db.models import Role
 from workbench.services.auth import logout
+from workbench.ui import session_cookie
+from workbench.ui.session_cookie import LOGOUT_ROUTE
 from workbench.ui.state import TOKEN, choose_project, current_user, tx
 from workbench.ui.views import login
 
@@ -29,6 +32,16 @@ PAGES: tuple[tuple[Role, str, str], ...] = (
     (Role.admin, "Admin", "admin"),
 )
 
+# The page each role lands on. Only the Review page leases an item, so a lead or an admin who
+# logs in takes nothing away from the reviewers until they choose to review.
+HOME: dict[Role, str] = {
+    Role.reviewer: "review",
+    Role.lead: "lead",
+    Role.engineer: "engineer",
+    Role.admin: "admin",
+}
+LOGGING_OUT = "logging_out"
+
 
 def _view(name: str, *args: Any) -> Callable[[], None]:
     """A page that imports its view module when first shown: the lead's statistics libraries
@@ -42,15 +55,38 @@ def _view(name: str, *args: Any) -> Callable[[], None]:
     return run
 
 
+def _forbidden(title: str, role: Role, me_name: str, me_role: Role) -> Callable[[], None]:
+    """What a page a role may not open shows instead of its view: that it is not theirs."""
+
+    def run() -> None:
+        st.title(title)
+        st.error(
+            f"The {title} page is for the {role.value} role; you are logged in as "
+            f"{me_name} ({me_role.value}). Pick one of your pages in the sidebar."
+        )
+
+    run.__name__ = f"forbidden_{title.lower()}"
+    return run
+
+
 def _logout() -> None:
     token = st.session_state.pop(TOKEN, None)
     if token:
         with tx() as s:
             logout(s, token)
+    if session_cookie.routes_mounted:
+        st.session_state[LOGGING_OUT] = True
 
 
 def main() -> None:
     st.set_page_config(page_title="Workbench", layout="wide")
+    if st.session_state.pop(LOGGING_OUT, False):
+        # The session is revoked already; clear the cookie too, then show the login page.
+        login.post_from_page(LOGOUT_ROUTE, {})
+        st.info("Logged out.")
+        return
+    if login.finish_handoff():
+        return
     me = current_user()
     if me is None:
         # Before login no page of any role exists, whatever the address asks for.
@@ -72,12 +108,26 @@ def main() -> None:
 
     roles = me.actor.roles
     pages: list[st.Page] = []
+    home = HOME[me.role]
+    by_view: dict[str, st.Page] = {}
     for role, title, view in PAGES:
         if role in roles:
-            pages.append(
-                st.Page(needs_project(_view(view, me, project or "")), title=title,
-                        url_path=view)
+            by_view[view] = st.Page(
+                needs_project(_view(view, me, project or "")), title=title, url_path=view
+            )
+        else:
+            by_view[view] = st.Page(
+                _forbidden(title, role, me.name, me.role), title=title, url_path=view,
+                visibility="hidden",
             )  # fmt: skip
+
+    def land() -> None:
+        # The root address opens the role's own page under its own address (a default page
+        # would take the root's address instead, and its own, e.g. /lead, would not exist).
+        st.switch_page(by_view[home])
+
+    pages.append(st.Page(land, title="Home", url_path="home", default=True, visibility="hidden"))
+    pages.extend(by_view.values())
     pages.append(st.Page(_view("settings", me), title="My settings", url_path="settings"))
     st.navigation(pages).run()
 

@@ -84,7 +84,9 @@ def kappa_frames(cohen: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def kappa_long(kappa: pd.DataFrame, shared: pd.DataFrame) -> pd.DataFrame:
-    """One row per ordered pair of different reviewers who share at least one item."""
+    """One row per pair of different reviewers who share at least one item, each pair once
+    (kappa is symmetric), in the matrix's order."""
+    names = list(kappa.index)
     rows = [
         {
             "reviewer_a": a,
@@ -92,9 +94,9 @@ def kappa_long(kappa: pd.DataFrame, shared: pd.DataFrame) -> pd.DataFrame:
             "kappa": None if np.isnan(kappa.loc[a, b]) else float(kappa.loc[a, b]),
             "n_items": int(shared.loc[a, b]),
         }
-        for a in kappa.index
-        for b in kappa.columns
-        if a != b and shared.loc[a, b] > 0
+        for n, a in enumerate(names)
+        for b in names[n + 1 :]
+        if shared.loc[a, b] > 0
     ]
     return pd.DataFrame(rows, columns=["reviewer_a", "reviewer_b", "kappa", "n_items"])
 
@@ -253,6 +255,14 @@ def agreement_dashboard(
 # --- charts (Altair / Vega-Lite) ------------------------------------------------------------
 
 
+MIN_TREND_POINTS = 2
+
+
+def trend_points(by_week: pd.DataFrame) -> int:
+    """Weeks with an alpha: a trend needs at least MIN_TREND_POINTS of them to be drawn."""
+    return int(by_week["alpha"].notna().sum()) if "alpha" in by_week else 0
+
+
 def alpha_over_time_chart(by_week: pd.DataFrame) -> Any:
     """Alpha per ISO week with its bootstrap interval; the tooltip gives the n."""
     import altair as alt
@@ -274,19 +284,33 @@ def alpha_by_policy_chart(by_policy: pd.DataFrame) -> Any:
     import altair as alt
 
     data = by_policy.dropna(subset=["alpha"])
-    base = alt.Chart(data).encode(y=alt.Y("policy:N", title="policy", sort="-x"))
+    # Every policy's name in full (no label limit), one 32 px row each.
+    base = alt.Chart(data).encode(
+        y=alt.Y("policy:N", title="policy", sort="-x", axis=alt.Axis(labelLimit=0))
+    )
+    alpha_axis = alt.X("alpha:Q", title="Krippendorff's alpha", scale=alt.Scale(domain=[-1, 1]))
     bars = base.mark_bar().encode(
-        x=alt.X("alpha:Q", title="Krippendorff's alpha", scale=alt.Scale(domain=[-1, 1])),
+        x=alpha_axis,
         tooltip=["policy:N", alt.Tooltip("alpha:Q", format=".3f"), "n_items:Q", "n_labels:Q"],
     )
-    errors = base.mark_errorbar().encode(x="alpha_low:Q", x2="alpha_high:Q")
-    return (bars + errors).properties(height=max(120, 24 * len(data)))
+    # The interval shares the bars' axis and its name (not "alpha_low, alpha_high").
+    errors = base.mark_errorbar().encode(
+        x=alt.X("alpha_low:Q", title="Krippendorff's alpha"), x2="alpha_high:Q"
+    )
+    return (bars + errors).properties(height=policy_chart_height(len(data)))
+
+
+def policy_chart_height(n_policies: int) -> int:
+    return 32 * max(n_policies, 1) + 10
 
 
 def kappa_heatmap_chart(pairs: pd.DataFrame) -> Any:
     """Reviewer × reviewer Cohen's kappa (red −1 to green 1); the tooltip gives the shared items."""
     import altair as alt
 
+    # Each pair is listed once; the heatmap shows it on both sides of the diagonal.
+    mirrored = pairs.rename(columns={"reviewer_a": "reviewer_b", "reviewer_b": "reviewer_a"})
+    pairs = pd.concat([pairs, mirrored[pairs.columns]], ignore_index=True)
     base = alt.Chart(pairs).encode(
         x=alt.X("reviewer_b:N", title=None), y=alt.Y("reviewer_a:N", title=None)
     )

@@ -173,6 +173,7 @@ def find_mislabels(
     *,
     folds: int = DEFAULT_FOLDS,
     enqueue: bool = True,
+    only: set[str] | None = None,
     seed: int = 0,
 ) -> MislabelReport:
     """Look for training labels that the project's head, trained without them, contradicts.
@@ -181,7 +182,8 @@ def find_mislabels(
     vectors those of the fused space; the head the champion's kind, else the default logistic
     head. With `enqueue`, each suspect goes back to review as a `rereview` queue entry with
     its reason, once: items with an open entry, sent back as a suspect before, or whose label
-    is final (adjudicated, gold) are left, and the report says which.
+    is final (adjudicated, gold) are left, and the report says which. `only` (external ids)
+    sends back just those of the suspects: the ones a lead saw listed and confirmed.
     """
     require_role(actor, Role.lead, Role.engineer, Role.admin, action="look for suspected mislabels")
     if folds < 2:
@@ -282,6 +284,8 @@ def find_mislabels(
             )
             new = []
             for item_id, _given, _suggested, _p, q, reason in candidates:
+                if only is not None and external.get(item_id) not in only:
+                    continue  # not among the suspects the lead confirmed
                 if source_of.get(item_id) in FINAL_SOURCES:
                     status[item_id] = FINAL
                 elif item_id in open_ids:

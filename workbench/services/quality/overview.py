@@ -143,12 +143,17 @@ def items_still_blind(
 
 
 def reviewer_stats(session: Session, project: Project, actor: Actor) -> list[ReviewerStats]:
-    """Current human labels and time per reviewer, and how many items each skipped."""
+    """Current labels (made here or imported; not propagated copies) and time per reviewer, and
+    how many items each skipped."""
     require_role(actor, Role.lead, action="see reviewer statistics")
     rows = session.execute(
         select(User.name, Label.decision, Label.time_spent_ms)
         .join(User, User.id == Label.reviewer_id)
-        .where(Label.project_id == project.id, Label.source == LabelSource.human, is_current())
+        .where(
+            Label.project_id == project.id,
+            Label.source != LabelSource.propagated,
+            is_current(),
+        )
     ).all()
     stats: dict[str, ReviewerStats] = {}
     times: dict[str, list[int]] = {}

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from workbench.db.models import (
@@ -264,6 +264,19 @@ def current_item(
         draft.started_at = now
     return _item_view(
         session, project, user, item, draft, lease=lease, supersedes=None, media_root=media_root
+    )
+
+
+def items_left(session: Session, project: Project) -> int:
+    """Queue entries still waiting for a label in the project (the reviewer's "left" counter):
+    one count on the queue's (project, kind, status) index."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(QueueEntry)
+            .where(QueueEntry.project_id == project.id, QueueEntry.status == EntryStatus.pending)
+        )
+        or 0
     )
 
 

@@ -15,7 +15,15 @@ from workbench.services.projects import project_settings_view, set_project_setti
 from workbench.services.select.batch import select_batch
 from workbench.services.train import rounds
 from workbench.services.train.train import list_model_versions
-from workbench.ui.state import acting, database, load_project, show_error, tx
+from workbench.ui.state import (
+    acting,
+    database,
+    flash_and_rerun,
+    load_project,
+    show_error,
+    show_flash,
+    tx,
+)
 
 
 def _rounds_section(me: SessionUser, project_name: str) -> None:
@@ -45,7 +53,7 @@ def _rounds_section(me: SessionUser, project_name: str) -> None:
             [
                 {"round": r.number, "status": r.status.value, "progress": r.progress,
                  "trigger": r.trigger, "by": r.requested_by, "created": r.created_at,
-                 "finished": r.finished_at, "error": r.error}
+                 "finished": r.finished_at, "error": r.error or ""}
                 for r in listed
             ]
         ),
@@ -82,23 +90,19 @@ def _selection_section(me: SessionUser, project_name: str) -> None:
     except WorkbenchError as exc:
         show_error(exc)
         return
+    _mix_sliders(project_name, settings["selection_mix"])
     with st.form("selection"):
-        mix = st.text_input("Selection mix (JSON)", value=json.dumps(settings["selection_mix"]))
         batch = st.number_input("Batch size", 1, 100_000, int(settings["batch_size"]))
-        save = st.form_submit_button("Save selection settings")
+        save = st.form_submit_button("Save batch size")
     if save:
         try:
-            try:
-                mix_value = json.loads(mix)
-            except json.JSONDecodeError as exc:
-                raise WorkbenchError(f"selection mix is not JSON: {exc}") from None
             with acting() as (s, me):
                 project = load_project(s, project_name)
-                set_project_setting(s, project, "selection_mix", mix_value, me.actor)
                 set_project_setting(s, project, "batch_size", int(batch), me.actor)
-            st.success("Saved.")
         except WorkbenchError as exc:
             show_error(exc)
+        else:
+            flash_and_rerun("Saved the batch size.")
     if st.button("Fill the queue (one batch)"):
         try:
             # Checked in a transaction of its own: the selection opens its own, and a write
@@ -112,8 +116,55 @@ def _selection_section(me: SessionUser, project_name: str) -> None:
             show_error(exc)
 
 
+def normalise_mix(weights: dict[str, float]) -> dict[str, float]:
+    """Slider weights as shares that sum to exactly 1 (three decimals; the largest share takes
+    the rounding), leaving out strategies weighted 0."""
+    kept = {k: float(v) for k, v in weights.items() if v > 0}
+    total = sum(kept.values())
+    if total <= 0:
+        raise WorkbenchError("give at least one strategy a share above 0")
+    shares = {k: round(v / total, 3) for k, v in kept.items()}
+    top = max(shares, key=lambda k: shares[k])
+    shares[top] = round(1.0 - sum(v for k, v in shares.items() if k != top), 3)
+    return shares
+
+
+def _mix_sliders(project_name: str, mix: dict[str, float]) -> None:
+    """The selection mix as one slider per strategy; the shares saved are the weights scaled
+    to sum to 1, shown before saving."""
+    from workbench.services.select.strategies.base import STRATEGIES
+
+    known = sorted(set(STRATEGIES) - {"mix"} | set(mix))
+    chosen = st.multiselect(
+        "Strategies in the selection mix", known, default=list(mix), key="mix_strategies"
+    )
+    weights = {
+        name: st.slider(name, 0.0, 1.0, float(mix.get(name, 0.0)), 0.05, key=f"mix_{name}")
+        for name in chosen
+    }
+    try:
+        shares = normalise_mix(weights)
+    except WorkbenchError as exc:
+        show_error(exc)
+        return
+    st.caption(
+        "Saved as shares of each batch (they sum to 1): "
+        + ", ".join(f"{k} {v:.0%}" for k, v in shares.items())
+    )
+    if st.button("Save selection mix", disabled=shares == mix):
+        try:
+            with acting() as (s, me):
+                project = load_project(s, project_name)
+                set_project_setting(s, project, "selection_mix", shares, me.actor)
+        except WorkbenchError as exc:
+            show_error(exc)
+        else:
+            flash_and_rerun("Saved the selection mix.")
+
+
 def render(me: SessionUser, project_name: str) -> None:
     st.title("Engineer")
+    show_flash()
     _rounds_section(me, project_name)
     _models_section(project_name)
     _selection_section(me, project_name)

@@ -14,7 +14,7 @@ import streamlit as st
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
 from workbench.services.quality import gold
-from workbench.ui.state import acting, load_project, show_error, tx
+from workbench.ui.state import acting, flash_and_rerun, load_project, show_error, show_flash, tx
 
 NO_SEVERITY = "(none)"
 ALERT_STYLE = "background-color: #f8d7da"
@@ -22,6 +22,7 @@ ALERT_STYLE = "background-color: #f8d7da"
 
 def render(me: SessionUser, project_name: str) -> None:
     st.title("Gold checks")
+    show_flash()
     try:
         with tx() as s:
             project = load_project(s, project_name)
@@ -43,9 +44,10 @@ def render(me: SessionUser, project_name: str) -> None:
                 try:
                     with acting() as (s, me):
                         gold.retire_gold(s, load_project(s, project_name), me.actor, str(which))
-                    st.success("Retired.")
                 except WorkbenchError as exc:
                     show_error(exc)
+                else:
+                    flash_and_rerun(f"Retired {which}.")
     else:
         st.caption("No gold items yet.")
 
@@ -97,23 +99,28 @@ def _mark_form(me: SessionUser, project_name: str, choices: dict[str, Any]) -> N
     codes = [c["code"] for c in choices["codes"]]
     with st.form("mark_gold"):
         external_id = st.text_input("Item external id")
-        decision = st.radio("Answer", ["violating", "not_violating"], horizontal=True)
+        decision = st.radio(
+            "Answer", ["violating", "not_violating"], horizontal=True, index=None
+        )  # no answer chosen for the lead
         policies = st.multiselect("Policy codes", codes)
         severity = st.selectbox("Severity", [NO_SEVERITY, "1", "2", "3", "4"])
         note = st.text_input("Note")
         if not st.form_submit_button("Mark as gold"):
             return
+    if decision is None:
+        st.error("Choose the gold answer.")
+        return
     try:
         with acting() as (s, me):
             result = gold.mark_gold(
                 s, load_project(s, project_name), me.actor, external_id.strip(), str(decision),
                 list(policies), _severity(severity), note or None,
             )  # fmt: skip
-        st.success(
-            "Marked." if result["created"] else "Updated." if result["updated"] else "Unchanged."
-        )
     except WorkbenchError as exc:
         show_error(exc)
+    else:
+        done = "Marked" if result["created"] else "Updated" if result["updated"] else "Unchanged:"
+        flash_and_rerun(f"{done} {external_id.strip()} as gold.")
 
 
 def _severity(choice: object) -> int | None:

@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import asdict
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -17,9 +18,18 @@ from workbench.services.auth import SessionUser
 from workbench.services.quality import charts
 from workbench.services.quality.agreement import AgreementField
 from workbench.services.quality.audit_export import AuditFilter, export_audit_csv
-from workbench.services.quality.mislabels import find_mislabels
-from workbench.services.quality.overview import lead_overview
-from workbench.ui.state import acting, database, load_project, show_error, tx
+from workbench.services.quality.mislabels import NOT_SENT, find_mislabels
+from workbench.services.quality.overview import SpotCheckRow, lead_overview
+from workbench.ui.safe_text import escape_markdown
+from workbench.ui.state import (
+    acting,
+    database,
+    flash_and_rerun,
+    load_project,
+    show_error,
+    show_flash,
+    tx,
+)
 
 ALL_PAIRS = "(all pairs)"
 HIDDEN = "(hidden: you may still be asked to label it)"
@@ -27,6 +37,7 @@ HIDDEN = "(hidden: you may still be asked to label it)"
 
 def render(me: SessionUser, project_name: str) -> None:
     st.title("Lead")
+    show_flash()
     try:
         with tx() as s:
             overview = lead_overview(s, load_project(s, project_name), me.actor)
@@ -44,22 +55,21 @@ def render(me: SessionUser, project_name: str) -> None:
     cols[4].metric("Oldest lease", "none" if age is None else f"{age / 60:.0f} min")
 
     st.subheader("Reviewers")
-    st.dataframe(
+    _table(
         pd.DataFrame(
             [
                 {"reviewer": r.reviewer, "labels": r.labels, "skips": r.skips,
                  "median seconds": r.median_seconds, **r.decisions}
                 for r in overview.reviewers
             ]
-        ),
-        hide_index=True,
+        ).fillna({d: 0 for r in overview.reviewers for d in r.decisions})
     )  # fmt: skip
     flags = overview.affected
     st.subheader('"This affected me"')
     st.text(f"{flags.flags} flags on {flags.items} items from {flags.reviewers} reviewers")
 
     st.subheader("Overlap items")
-    st.dataframe(
+    _table(
         pd.DataFrame(
             [
                 {"item": o.external_id, "target": o.overlap_target, "completed": o.completed,
@@ -67,24 +77,78 @@ def render(me: SessionUser, project_name: str) -> None:
                  else "; ".join(f"{x.reviewer}: {x.decision}" for x in o.labels)}
                 for o in overview.overlap
             ]
-        ),
-        hide_index=True,
+        )
     )  # fmt: skip
 
     st.subheader("Spot checks")
-    frame = pd.DataFrame([asdict(r) for r in overview.spot_checks])
-    event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="single-row")
-    rows = event.selection.rows if event is not None else []
-    if rows:
-        st.text(frame.iloc[rows[0]].to_string())
+    spot_checks(overview.spot_checks)
 
     agreement_dashboard(me, project_name)
     suspected_mislabels(me, project_name)
     audit_download(me, project_name)
 
 
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A read-out table as shown: floats to three places and "n/a" where a figure is undefined
+    (Streamlit draws a missing value as "None" whatever the Styler says)."""
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if values.isna().any() or pd.api.types.is_float_dtype(values):
+            out[column] = [
+                "n/a" if v is None or (isinstance(v, float) and pd.isna(v))
+                else f"{v:.3f}" if isinstance(v, float) else str(v)
+                for v in values.astype(object)
+            ]  # fmt: skip
+    return out
+
+
+def _table(frame: pd.DataFrame) -> None:
+    if frame.empty:
+        st.caption("Nothing to show yet.")
+        return
+    st.dataframe(readable(frame), hide_index=True)
+
+
 def _n(value: float | None) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{value:.3f}"
+
+
+SPOT_COLUMNS = ["external_id", "text", "score", "strategy", "queue_status", "decision",
+                "policies", "reviewer"]  # fmt: skip
+
+
+def spot_checks(rows: list[SpotCheckRow]) -> None:
+    """The queued items; picking a row opens the item below: its text and its label."""
+    if not rows:
+        st.caption("No queued items yet.")
+        return
+    frame = pd.DataFrame([asdict(r) for r in rows])
+    shown = frame[SPOT_COLUMNS].astype(object).where(frame[SPOT_COLUMNS].notna(), "-")
+    shown["decision"] = [
+        HIDDEN if h else d for h, d in zip(frame["labels_hidden"], shown["decision"], strict=True)
+    ]
+    st.caption("Pick a row to open the item.")
+    event = st.dataframe(
+        shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="spot_pick"
+    )
+    picked = event.selection.rows if event is not None else []
+    if not picked:
+        return
+    row = rows[picked[0]]
+    with st.container(border=True):
+        st.markdown(f"**Item {escape_markdown(row.external_id)}**")
+        st.text(row.text)  # user content: plain text
+        if row.labels_hidden:
+            st.text(HIDDEN)
+        else:
+            label = (
+                "no label yet"
+                if row.decision is None
+                else (f"{row.decision} {row.policies} by {row.reviewer}".strip())
+            )
+            st.text(f"Label: {label}")
+        st.text(f"Queue: {row.queue_status}, strategy {row.strategy or '-'}, score {_n(row.score)}")
 
 
 def agreement_dashboard(me: SessionUser, project_name: str) -> None:
@@ -118,12 +182,27 @@ def agreement_dashboard(me: SessionUser, project_name: str) -> None:
         return
 
     st.subheader("Alpha over time (ISO week)")
-    st.altair_chart(charts.alpha_over_time_chart(dash.by_week))
-    st.dataframe(dash.by_week, hide_index=True)
+    points = charts.trend_points(dash.by_week)
+    if points < charts.MIN_TREND_POINTS:
+        st.info(
+            f"Not enough data for a trend: {points} week(s) with an alpha so far; the chart "
+            f"appears from {charts.MIN_TREND_POINTS} weeks on."
+        )
+    else:
+        st.altair_chart(charts.alpha_over_time_chart(dash.by_week))
+    _table(dash.by_week)
 
     st.subheader("Alpha by policy")
-    st.altair_chart(charts.alpha_by_policy_chart(dash.by_policy))
-    st.dataframe(dash.by_policy, hide_index=True)
+    if dash.by_policy["alpha"].notna().any():
+        # Sized here too: Streamlit does not take a layered chart's own height.
+        n_policies = int(dash.by_policy["alpha"].notna().sum())
+        st.altair_chart(
+            charts.alpha_by_policy_chart(dash.by_policy),
+            height=charts.policy_chart_height(n_policies) + 60,  # + the axis and its title
+        )
+    else:
+        st.info("Not enough data: no policy has two or more labels on the same item yet.")
+    _table(dash.by_policy)
 
     st.subheader("Cohen's kappa, reviewer × reviewer")
     pairs = dash.kappa_pairs()
@@ -131,7 +210,7 @@ def agreement_dashboard(me: SessionUser, project_name: str) -> None:
         st.text("No two reviewers share an item yet.")
     else:
         st.altair_chart(charts.kappa_heatmap_chart(pairs))
-        st.dataframe(pairs, hide_index=True)
+        _table(pairs)
 
     st.subheader("Confusion between reviewers")
     choices = [ALL_PAIRS, *dash.reviewers]
@@ -144,9 +223,17 @@ def agreement_dashboard(me: SessionUser, project_name: str) -> None:
     except WorkbenchError as exc:
         show_error(exc)
         return
-    st.text(f"{confusion.n_items} shared items, {confusion.n_pairs} label pairs")
+    if pooled:
+        # Pooled, each pair of labels is counted in both orders: say so, with the cells' sum.
+        st.text(
+            f"{confusion.n_items} shared items, {confusion.n_pairs} label pairs, each counted "
+            f"in both orders: {int(confusion.matrix.to_numpy().sum())} in the cells"
+        )
+    else:
+        st.text(f"{confusion.n_items} shared items, {confusion.n_pairs} label pairs")
     if confusion.n_pairs:
-        st.altair_chart(charts.confusion_chart(confusion))
+        side = max(200, 48 * len(confusion.matrix))  # as confusion_chart sizes its cells
+        st.altair_chart(charts.confusion_chart(confusion), height=side + 90)
     st.dataframe(confusion.matrix)
 
 
@@ -156,19 +243,10 @@ def suspected_mislabels(me: SessionUser, project_name: str) -> None:
         "Scores every labelled item with a head trained without it (cross-validation) and "
         "flags labels the scores contradict (cleanlab, confident learning)."
     )
-    send = st.checkbox("Send the suspects back to review", value=True, key="mislabels_send")
     if st.button("Find suspected mislabels", key="mislabels_run"):
-        try:
-            # The session is checked first in a transaction of its own: the search opens its
-            # own, and a write transaction held across them would lock SQLite against itself.
-            with acting() as (_, me):
-                actor = me.actor
-            with st.spinner("Cross-validating the head on every labelled item..."):
-                report = find_mislabels(database(), project_name, actor, enqueue=send)
-        except WorkbenchError as exc:
-            show_error(exc)
-            return
-        st.session_state["mislabels_report"] = report.as_dict()
+        report = _find(project_name, None)
+        if report is not None:
+            st.session_state["mislabels_report"] = report
     report_dict = st.session_state.get("mislabels_report")
     if not report_dict or report_dict["project"] != project_name:
         return
@@ -179,10 +257,39 @@ def suspected_mislabels(me: SessionUser, project_name: str) -> None:
     )
     for note in report_dict["notes"]:
         st.text(note)
-    if report_dict["suspects"]:
-        st.dataframe(
-            pd.DataFrame(report_dict["suspects"]).drop(columns=["item_id"]), hide_index=True
-        )
+    suspects = report_dict["suspects"]
+    if not suspects:
+        return
+    st.dataframe(pd.DataFrame(suspects).drop(columns=["item_id"]).fillna("-"), hide_index=True)
+    unsent = [x["external_id"] for x in suspects if x["queue"] == NOT_SENT]
+    if not unsent:
+        return
+    # Nothing goes back to review unseen: the list above first, then a confirmation.
+    confirm = st.checkbox(
+        f"Send these {len(unsent)} suspects back to review", value=False, key="mislabels_send"
+    )
+    if st.button("Send back", disabled=not confirm, key="mislabels_confirm"):
+        report = _find(project_name, set(unsent))
+        if report is not None:
+            st.session_state["mislabels_report"] = report
+            flash_and_rerun(f"{report['sent_back']} suspect(s) sent back to review.")
+
+
+def _find(project_name: str, send: set[str] | None) -> dict[str, Any] | None:
+    """Run the search; with `send`, those suspects (external ids) go back to review."""
+    try:
+        # The session is checked first in a transaction of its own: the search opens its
+        # own, and a write transaction held across them would lock SQLite against itself.
+        with acting() as (_, me):
+            actor = me.actor
+        with st.spinner("Cross-validating the head on every labelled item..."):
+            report = find_mislabels(
+                database(), project_name, actor, enqueue=send is not None, only=send
+            )
+    except WorkbenchError as exc:
+        show_error(exc)
+        return None
+    return report.as_dict()
 
 
 def audit_download(me: SessionUser, project_name: str) -> None:

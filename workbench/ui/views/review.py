@@ -28,6 +28,13 @@ DECISION_KEYS = {"v": "(v)", "n": "(n)", "e": "(e)"}
 SEVERITIES: list[int | None] = [None, 1, 2, 3, 4]
 CONFIDENCES: list[float | None] = [None, 0.25, 0.5, 0.75, 1.0]
 SUBMIT = "Submit (Enter)"
+# The action row sticks to the bottom of the screen, so Submit is visible however long the
+# form; the page's own fixed style, no user content.
+_COMPACT_CSS = """<style>
+[data-testid="stLayoutWrapper"]:has(> .st-key-wb-actions) { position: sticky; bottom: 0;
+  z-index: 5; padding: 0.4rem 0; background: var(--background-color, white); }
+[data-testid="stMainBlockContainer"] { padding-top: 2.5rem; }
+</style>"""
 UNDO = "Undo last label (u)"
 
 
@@ -207,11 +214,19 @@ def render(me: SessionUser, project_name: str) -> None:
             item = review.current_item(
                 s, project, me.actor, media_root=database().settings.media_dir
             )
+            left_in_queue = review.items_left(s, project)
     except WorkbenchError as exc:
         show_error(exc)
         return
 
-    st.title("Review")
+    st.html(_COMPACT_CSS)
+    head, count = st.columns([3, 2], vertical_alignment="bottom")
+    head.title("Review")
+    count.caption(
+        f"{me.items_reviewed} done this session · {left_in_queue} left in the queue",
+        help="Done: items you labelled since you logged in. Left: queued items still "
+        "waiting for a label in this project.",
+    )
     error = ss.pop("review_error", None)
     if isinstance(error, WorkbenchError):
         show_error(error)
@@ -260,43 +275,49 @@ def render(me: SessionUser, project_name: str) -> None:
         )  # fmt: skip
         st.markdown(f"**Policies** (taxonomy v{item.policy_version})")
         key_map = dict(DECISION_KEYS)
+        # Two columns of policies: the whole form and its Submit fit a 1366×768 screen.
+        policy_cols = st.columns(2, gap="small")
         for n, p in enumerate(item.policies, start=1):
             hint = f" ({n})" if n <= 9 else ""
             if n <= 9:
                 key_map[str(n)] = f"({n})"
             # Labels and help texts render Markdown; codes, titles and guidelines come from an
             # uploaded taxonomy.
-            st.checkbox(
-                escape_markdown(f"{p.code}: {p.title}") + hint,
+            # The code and its key fit the column; the title and guideline are in the help.
+            policy_cols[(n - 1) % 2].checkbox(
+                escape_markdown(p.code) + hint,
                 key=_k(form, f"policy-{p.code}"), on_change=_save, args=save,
-                help=escape_markdown(p.guideline),
+                help=escape_markdown(f"{p.title}: {p.guideline}"),
             )  # fmt: skip
         with st.expander("Guidelines"):
             for p in item.policies:
                 st.text(f"{p.code}: {p.title}\n{p.guideline}")
-        st.radio(
+        sev_col, conf_col = st.columns(2, gap="small")
+        sev_col.radio(
             "Severity", SEVERITIES, format_func=lambda v: "none" if v is None else str(v),
             horizontal=True, key=_k(form, "severity"), on_change=_save, args=save,
         )  # fmt: skip
+        conf_col.radio(
+            "Confidence", CONFIDENCES, format_func=lambda v: "unset" if v is None else f"{v:g}",
+            horizontal=True, key=_k(form, "confidence"), on_change=_save, args=save,
+        )  # fmt: skip
         st.text_area(
             "Rationale (required when violating; r to type, Esc to leave)",
-            key=_k(form, "rationale"), on_change=_save, args=save,
+            key=_k(form, "rationale"), on_change=_save, args=save, height=68,
         )  # fmt: skip
         st.text_input(
             "Spans (" + ("seconds" if media else "characters") + ", e.g. 12-30, 40-52)",
             key=_k(form, "spans"), on_change=_save, args=save,
         )  # fmt: skip
-        st.radio(
-            "Confidence", CONFIDENCES, format_func=lambda v: "unset" if v is None else f"{v:g}",
-            horizontal=True, key=_k(form, "confidence"), on_change=_save, args=save,
-        )  # fmt: skip
-        st.button(SUBMIT, type="primary", on_click=_submit, args=save, key=_k(form, "submit"))
-        st.text_input("Skip reason", key=_k(form, "skip_reason"))
-        st.button(
-            "Cancel correction" if item.supersedes_label_id else "Skip",
-            on_click=_skip, args=(project_name, item), key=_k(form, "skip"),
-        )  # fmt: skip
-        st.button(UNDO, on_click=_undo, args=(project_name,), key=_k(form, "undo"))
+        # One row, each button as wide as its words, kept on screen by _COMPACT_CSS.
+        with st.container(key="wb-actions", horizontal=True, gap="small"):
+            st.button(SUBMIT, type="primary", on_click=_submit, args=save, key=_k(form, "submit"))
+            st.button(
+                "Cancel correction" if item.supersedes_label_id else "Skip",
+                on_click=_skip, args=(project_name, item), key=_k(form, "skip"),
+            )  # fmt: skip
+            st.button(UNDO, on_click=_undo, args=(project_name,), key=_k(form, "undo"))
+        st.text_input("Skip reason (optional)", key=_k(form, "skip_reason"))
         key_map["u"] = "(u)"
         key_map["r"] = "@rationale"
         shortcuts.install(key_map, SUBMIT)
