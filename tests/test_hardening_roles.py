@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import streamlit as st
-from builders import make_items, make_project, make_user
+from builders import join_every_project, make_items, make_project, make_user
 from markdown_it import MarkdownIt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -351,7 +351,7 @@ def evil_app(sqlite_db: Database) -> Database:
         (item,) = make_items(s, p, ["an item"])
         item.external_id = EVIL_ID
         enqueue(s, p, [NewEntry(item.id)], SYSTEM)
-        add_user(s, "alice", Role.reviewer, SYSTEM, password=PW)
+        join_every_project(s, add_user(s, "alice", Role.reviewer, SYSTEM, password=PW))
         add_user(s, "ada", Role.admin, SYSTEM, password=PW)
     return sqlite_db
 

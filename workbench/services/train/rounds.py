@@ -25,7 +25,8 @@ from workbench.db.database import Database
 from workbench.db.models import Label, Project, Role, RoundStatus, TrainingRound
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
+from workbench.services.membership import require_project_role
 from workbench.services.projects import get_project, project_settings
 from workbench.services.select.batch import select_batch
 from workbench.services.train.progress import (
@@ -69,7 +70,9 @@ def request_round(
 ) -> tuple[TrainingRound, bool]:
     """Queue a round for the worker; an already queued or running round is returned instead
     (one whose worker died is reclaimed first, so it is not handed back as running)."""
-    require_role(actor, Role.engineer, Role.admin, action="launch retrain rounds")
+    require_project_role(
+        session, actor, project, Role.engineer, Role.admin, action="launch retrain rounds"
+    )
     reclaim_stale_rounds(session, policy, project_id=project.id)
     existing = open_round(session, project)
     if existing is not None:
