@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from builders import make_items, make_project
+from builders import join_every_project, make_items, make_project
 from PIL import Image
 from sqlalchemy import select
 
@@ -123,7 +123,7 @@ def _seed(db: Database) -> None:
             ("ivy", Role.reviewer),
             ("erin", Role.engineer),
         ):
-            add_user(s, name, role, Actor.system(), password=PW)
+            join_every_project(s, add_user(s, name, role, Actor.system(), password=PW))
 
 
 def _healthy(base: str) -> bool:

@@ -39,7 +39,8 @@ from workbench.services.queue.enqueue import NewEntry, enqueue
 from workbench.services.queue.lease import lease_batch
 from workbench.services.review import flow as review
 from workbench.services.select.batch import select_batch
-from workbench.services.train.rounds import request_round
+from workbench.services.train.rounds import list_rounds, request_round
+from workbench.services.train.train import list_model_versions
 from workbench.services.users import add_user
 
 SYSTEM = Actor.system()
@@ -244,6 +245,9 @@ def test_engineer_actions_need_membership(db: Database) -> None:
             request_round(s, p, eng, refill_queue=False)
         with pytest.raises(PermissionDenied, match="not a member"):
             set_project_setting(s, p, "batch_size", 7, eng)
+        for read in (list_rounds, list_model_versions):
+            with pytest.raises(PermissionDenied, match="not a member"):
+                read(s, p, eng)
     with pytest.raises(PermissionDenied, match="not a member"):
         select_batch(db, "p", "random", 1, eng)
     with db.sessions.begin() as s:
@@ -251,6 +255,7 @@ def test_engineer_actions_need_membership(db: Database) -> None:
         _team(s, p, s.get_one(User, erin.id))
         request_round(s, p, eng, refill_queue=False)
         assert set_project_setting(s, p, "batch_size", 7, eng).batch_size == 7
+        assert len(list_rounds(s, p, eng)) == 1 and list_model_versions(s, p, eng) == []
 
 
 def test_a_child_safety_queue_is_closed_to_all_but_its_team(db: Database, tmp_path: Path) -> None:

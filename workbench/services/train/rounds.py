@@ -26,7 +26,7 @@ from workbench.db.models import Label, Project, Role, RoundStatus, TrainingRound
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
-from workbench.services.membership import require_project_role
+from workbench.services.membership import require_member, require_project_role
 from workbench.services.projects import get_project, project_settings
 from workbench.services.select.batch import select_batch
 from workbench.services.train.progress import (
@@ -380,7 +380,11 @@ def run_round_now(
     return RoundRun(round_id, number, created, status)
 
 
-def list_rounds(session: Session, project: Project, limit: int = 20) -> list[TrainingRound]:
+def list_rounds(
+    session: Session, project: Project, actor: Actor, limit: int = 20
+) -> list[TrainingRound]:
+    """The project's latest rounds, newest first, for those who may open it."""
+    require_member(session, actor, project)
     return list(
         session.scalars(
             select(TrainingRound)

@@ -36,7 +36,7 @@ def render_members(me: SessionUser, current_project: str) -> None:
         st.dataframe(
             pd.DataFrame(
                 [{"name": m.name, "role": m.role.value, "disabled": m.disabled,
-                  "added": m.added_at.strftime("%Y-%m-%d %H:%M"), "added by": m.added_by}
+                  "added (UTC)": m.added_at.strftime("%Y-%m-%d %H:%M"), "added by": m.added_by}
                  for m in members]
             ),
             hide_index=True,
