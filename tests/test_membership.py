@@ -20,6 +20,7 @@ from workbench.db.engine import make_engine
 from workbench.db.models import AuditEvent, LabelSource, Project, Role, User
 from workbench.errors import PermissionDenied, WorkbenchError
 from workbench.services.audit import Actor
+from workbench.services.demo import DEMO_PROJECT, DEMO_USERS, ensure_demo_users
 from workbench.services.labels.record import record_label
 from workbench.services.labels.validate import parse_label_input
 from workbench.services.membership import (
@@ -143,6 +144,20 @@ def test_a_project_made_by_a_person_has_them_as_member_and_by_the_cli_no_one(db:
         theirs = create_project(s, "theirs", SYSTEM)
         assert [m.name for m in members_of(s, mine, SYSTEM)] == ["ada"]
         assert members_of(s, theirs, SYSTEM) == []
+
+
+def test_demo_users_are_members_of_the_demo_project(sqlite_db: Database) -> None:
+    """`workbench demo` must still work for every role: its accounts join the demo project."""
+    with sqlite_db.sessions.begin() as s:
+        create_project(s, DEMO_PROJECT, SYSTEM)
+    ensure_demo_users(sqlite_db, SYSTEM)
+    with sqlite_db.sessions() as s:
+        for name, _role in DEMO_USERS:
+            user = s.scalars(select(User).where(User.name == name)).one()
+            assert projects_for(s, user) == [DEMO_PROJECT], name
+        assert {m.name for m in members_of(s, get_project(s, DEMO_PROJECT), SYSTEM)} == {
+            name for name, role in DEMO_USERS
+        }
 
 
 # --- enforced in the services, per area --------------------------------------------------------
