@@ -19,7 +19,8 @@ from workbench.services.projects import create_project
 
 def _join(session: Session, pairs: list[tuple[int, int]]) -> None:
     for project_id, user_id in pairs:
-        session.add(ProjectMember(project_id=project_id, user_id=user_id, added_by="test"))
+        if session.get(ProjectMember, (project_id, user_id)) is None:
+            session.add(ProjectMember(project_id=project_id, user_id=user_id, added_by="test"))
     session.flush()
 
 

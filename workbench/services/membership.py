@@ -31,11 +31,15 @@ def _user_of(session: Session, who: Actor | User) -> User | None:
 
 def is_member(session: Session, who: Actor | User, project: Project) -> bool:
     """Whether `who` may open `project`. The system actor (CLI, workers) and admins may open
-    every project: the admin role is global, since admins are the ones who assign the others."""
+    every project: the admin role is global, since admins are the ones who assign the others.
+
+    A disabled account keeps its memberships (enabling it gives them back): keeping it out is
+    the sessions' job, which every action checks first, so it is told its session ended.
+    """
     if isinstance(who, Actor) and who.is_system:
         return True
     user = _user_of(session, who)
-    if user is None or user.disabled:
+    if user is None:
         return False
     if user.role is Role.admin:
         return True
@@ -58,7 +62,7 @@ def projects_for(session: Session, who: Actor | User) -> list[str]:
     if isinstance(who, Actor) and who.is_system:
         return list(session.scalars(every))
     user = _user_of(session, who)
-    if user is None or user.disabled:
+    if user is None:
         return []
     if user.role is Role.admin:
         return list(session.scalars(every))

@@ -28,7 +28,8 @@ def render_members(me: SessionUser, current_project: str) -> None:
     if not names:
         return
     index = names.index(current_project) if current_project in names else 0
-    project_name = str(st.selectbox("Project", names, index=index, key="members_project"))
+    chosen = st.selectbox("Members of project", names, index=index, key="members_project")
+    project_name = str(chosen)
     with tx() as s:
         members = members_of(s, load_project(s, project_name), me.actor)
         accounts = list_accounts(s, me.actor)
@@ -49,12 +50,12 @@ def render_members(me: SessionUser, current_project: str) -> None:
     add_col, remove_col = st.columns(2)
     # Callbacks run before the next page run, so the table above already shows the change.
     with add_col.form("add_member"):
-        st.selectbox("User", outside, key=ADD_KEY)
+        st.selectbox("User to add", outside, key=ADD_KEY)
         st.form_submit_button(
             "Add to project", disabled=not outside, on_click=_change, args=(project_name, True)
         )
     with remove_col.form("remove_member"):
-        st.selectbox("Member", sorted(inside), key=REMOVE_KEY)
+        st.selectbox("Member to remove", sorted(inside), key=REMOVE_KEY)
         st.form_submit_button(
             "Remove from project", disabled=not inside, on_click=_change,
             args=(project_name, False),
