@@ -54,6 +54,8 @@ ROWS: dict[str, Rows] = {
              "created_at": T0},
             {"id": 2, "name": "lead", "role": "lead", "password_hash": None, "disabled": False,
              "created_at": T0},
+            {"id": 3, "name": "gone", "role": "reviewer", "password_hash": "h", "disabled": True,
+             "created_at": T0},
         ]),
         ("audit_events", [
             {"id": 1, "at": T0, "actor": "rev", "actor_user_id": 1, "action": "label.create",
@@ -166,6 +168,12 @@ ROWS: dict[str, Rows] = {
              "decision": "not_violating", "policies": [], "severity": None, "note": None,
              "created_by": "lead", "created_at": T0, "updated_at": T0, "retired_at": None,
              "retired_by": None},
+        ]),
+    ],
+    # The upgrade adds every enabled user to every project; a disabled user is added by hand.
+    "0010_project_membership": [
+        ("project_members", [
+            {"project_id": 1, "user_id": 3, "added_at": LATER, "added_by": "admin"},
         ]),
     ],
     "0011_hash_banks": [

@@ -19,6 +19,7 @@ from workbench.db.models import (
     Label,
     LabelSource,
     Project,
+    ProjectMember,
     Role,
     User,
 )
@@ -41,9 +42,12 @@ class Labels:
         self.n = 0
 
     def user(self, name: str, role: Role = Role.reviewer) -> User:
+        """A user, and a member of the project (membership has its own tests)."""
         if name not in self.users:
             user = User(name=name, role=role, password_hash=None)
             self.s.add(user)
+            self.s.flush()
+            self.s.add(ProjectMember(project_id=self.project.id, user_id=user.id, added_by="test"))
             self.s.flush()
             self.users[name] = user
         return self.users[name]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import streamlit as st
-from builders import make_items, make_project, make_user
+from builders import join_every_project, make_items, make_project, make_user
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 from streamlit.util import calc_hash
@@ -354,7 +354,7 @@ def test_adjudication_page_shows_labels_inert_and_records_the_final_decision(
         lab = Labels(s, p)
         lab(item, "ann", "violating", ["hate"], rationale=f"ann: {XSS}")
         lab(item, "bob", "not_violating", rationale="bob: quoting")
-        add_user(s, "lena", Role.lead, SYSTEM, password=PW)
+        join_every_project(s, add_user(s, "lena", Role.lead, SYSTEM, password=PW))
         adj.refresh_adjudication_queue(s, p, SYSTEM, slices=False)
     at = lead_page("adjudication")
     assert not at.exception, at.exception

@@ -182,8 +182,11 @@ def test_only_leads_and_admins_may_export(db: Database, tmp_path: Path) -> None:
         with pytest.raises(PermissionDenied, match="lead or admin"):
             ax.export_audit_csv(db, out, actors[role])
         assert not out.exists()
-    for role in (Role.lead, Role.admin):
-        assert ax.export_audit_csv(db, out, actors[role]).rows > 0
+    # A lead exports the projects they are members of; every project at once is for admins.
+    with pytest.raises(PermissionDenied, match="every project"):
+        ax.export_audit_csv(db, out, actors[Role.lead])
+    assert ax.export_audit_csv(db, out, actors[Role.lead], ax.AuditFilter(project="p")).rows > 0
+    assert ax.export_audit_csv(db, out, actors[Role.admin]).rows > 0
     with db.sessions() as s:
         exported = list(
             s.scalars(select(AuditEvent.actor).where(AuditEvent.action == "audit.exported"))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from builders import make_items, make_project
+from builders import join_every_project, make_items, make_project
 from PIL import Image
 from sqlalchemy import select
 
@@ -136,7 +136,7 @@ def _seed(db: Database) -> None:
             ("lena", Role.lead),
             ("ada", Role.admin),
         ):
-            add_user(s, name, role, Actor.system(), password=PW)
+            join_every_project(s, add_user(s, name, role, Actor.system(), password=PW))
 
 
 def _healthy(base: str) -> bool:

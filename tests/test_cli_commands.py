@@ -27,6 +27,7 @@ TESTS = Path(__file__).parent
 
 # Command -> arguments after it that click refuses (exit 2) before any work is done.
 USAGE: dict[str, list[str]] = {
+    "bench engine": ["--texts", "1"],
     "dsa statements": ["-p", "p"],  # --out missing
     "dsa report": ["-p", "p", "--out", "r"],  # --period missing
     "dsa decisions": ["--bogus"],
@@ -59,6 +60,10 @@ USAGE: dict[str, list[str]] = {
     "user enable": [],
     "user passwd": [],
     "user role": ["ann"],
+    "user add-to-project": ["ann"],  # --project missing
+    "user remove-from-project": ["ann"],
+    "user projects": [],
+    "project members": [],
     "media gc": ["--bogus"],
     "bench embed-text": ["--limit", "0"],
     "bench embed-media": ["--seconds", "0"],
@@ -122,6 +127,7 @@ NO_PROJECT = "no project named 'nope'"
 # nothing. BROKEN_DATABASE commands run with WORKBENCH_DATABASE_URL naming a file that is not a
 # database: they take no other input that could be wrong.
 BAD_INPUT: dict[str, tuple[list[str], str]] = {
+    "bench engine": (["--data", "{tmp}/missing.csv"], "missing.csv"),
     "dsa statements": (["-p", "nope", "--out", "{tmp}/s.jsonl"], NO_PROJECT),
     "dsa report": (
         ["-p", "nope", "--period", "2026-01-01/2026-06-30", "--out", "{tmp}/r"],
@@ -157,6 +163,10 @@ BAD_INPUT: dict[str, tuple[list[str], str]] = {
     "user enable": (["nobody"], "no user named 'nobody'"),
     "user passwd": (["nobody"], "no user named 'nobody'"),
     "user role": (["ann", "boss"], "unknown role 'boss'"),
+    "user add-to-project": (["nobody", "-p", "p"], "no user named 'nobody'"),
+    "user remove-from-project": (["ann", "-p", "nope"], NO_PROJECT),
+    "user projects": (["nobody"], "no user named 'nobody'"),
+    "project members": (["-p", "nope"], NO_PROJECT),
     "media gc": ([], NOT_A_DATABASE),
     "bench embed-text": (["--data", "{tmp}/texts.csv"], "no such file"),
     "bench knn": (["--data", "{tmp}/texts.csv"], "texts.csv: no such file"),
@@ -224,6 +234,10 @@ ONLY_USAGE_CAN_BE_WRONG = {"bench embed-media", "bench agreement-scale"}
 
 # Command -> the test that runs it on real data and checks what it did.
 HAPPY: dict[str, tuple[str, str]] = {
+    "bench engine": (
+        "test_engines.py",
+        "test_bench_engine_compares_local_and_ray_on_the_same_texts",
+    ),
     "dsa statements": (
         "test_dsa_statements.py",
         "test_an_invalid_statement_is_named_and_nothing_is_written",
@@ -280,6 +294,10 @@ HAPPY: dict[str, tuple[str, str]] = {
         "test_password_reset_and_disable_from_the_cli_end_the_users_sessions",
     ),
     "user role": ("test_cli_admin.py", "test_user_list_role_disable_and_enable"),
+    "user add-to-project": ("test_membership.py", "test_cli_adds_removes_and_lists_members"),
+    "user remove-from-project": ("test_membership.py", "test_cli_adds_removes_and_lists_members"),
+    "user projects": ("test_membership.py", "test_cli_adds_removes_and_lists_members"),
+    "project members": ("test_membership.py", "test_cli_adds_removes_and_lists_members"),
     "media gc": ("test_media_gc.py", "test_cli_media_gc_json"),
     "bench embed-text": ("test_cli_bench.py", "test_bench_embed_text_compares_a_variant_with_fp32"),
     "bench embed-media": ("test_cli_bench.py", "test_bench_embed_media_times_each_offline_default"),

@@ -8,6 +8,7 @@ Ray fails these tests in CI instead of skipping them. One local Ray with 2 CPUs 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -286,3 +287,19 @@ def test_the_benchmark_comparison_sees_a_changed_vector() -> None:
     b = dict(a) | {"t3": -a["t3"]}
     changed = compare_vectors(a, b)
     assert changed["min_cosine"] == -1.0 and changed["top10_neighbour_agreement"] < 1.0
+
+
+def test_bench_engine_compares_local_and_ray_on_the_same_texts(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKBENCH_BENCHMARKS_DIR", str(tmp_path))
+    data = tmp_path / "texts.csv"
+    data.write_text("tweet\n" + "\n".join(f"short text number {i}" for i in range(12)) + "\n")
+    out = cli.json("bench", "engine", "--texts", "12", "--data", data, "--batch-size", "4",
+                   "--actors", "1")  # fmt: skip
+    assert out["texts"] == 12 and out["ray_actors"] == 1
+    assert out["vectors"]["items"] == 12 and out["vectors"]["missing"] == 0
+    assert out["vectors"]["min_cosine"] >= 0.9999
+    assert out["local"]["texts_per_s"] > 0 and out["ray"]["texts_per_s"] > 0
+    written = json.loads((tmp_path / "engine-latest.json").read_text())
+    assert written["results"] == out

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import streamlit as st
-from builders import make_items, make_project, make_user
+from builders import join_every_project, make_items, make_project, make_user
 from sqlalchemy import func, select
 from statsmodels.stats.proportion import proportion_confint
 
@@ -360,7 +360,7 @@ def test_gold_page_highlights_alerts_and_marks_an_item(sqlite_db: Database) -> N
         _answers(s, p, items, "<b>ann</b>", [False, False, True, False], NOW - timedelta(days=9))
         _answers(s, p, items, "bob", [True] * 4, NOW - timedelta(days=9))
         make_items(s, p, ["to be gold"], prefix="new")
-        add_user(s, "lena", Role.lead, SYSTEM, password=PW)
+        join_every_project(s, add_user(s, "lena", Role.lead, SYSTEM, password=PW))
     at = lead_page("gold")
     assert not at.exception, at.exception
     assert [t.value for t in at.title] == ["Gold checks"]

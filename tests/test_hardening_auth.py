@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from builders import make_items, make_project
+from builders import join_every_project, make_items, make_project
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
@@ -192,7 +192,7 @@ def app_db(sqlite_db: Database) -> Database:
         p = make_project(s, "p")
         items = make_items(s, p, ["first item", "second item"])
         enqueue(s, p, [NewEntry(i.id, priority=-n) for n, i in enumerate(items)], Actor.system())
-        add_user(s, "alice", Role.reviewer, Actor.system(), password=PW)
+        join_every_project(s, add_user(s, "alice", Role.reviewer, Actor.system(), password=PW))
     return sqlite_db
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import streamlit as st
-from builders import make_items, make_project, make_user
+from builders import join_every_project, make_items, make_project, make_user
 from markdown_it import MarkdownIt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -183,7 +183,7 @@ LEAD_KEYS = {
     "overlap_share", "overlap_k", "gold_rate", "gold_alert_threshold", "gold_alert_min_answers",
     "gold_window_days", "adjudicate_low_alpha_slices", "adjudication_alpha_threshold",
     "adjudication_min_slice_items", "lease_seconds", "show_model_suggestion_after_submit",
-    "label_aggregation",
+    "label_aggregation", "scan_thresholds", "scan_default_thresholds", "scan_deadline_decision",
 }  # fmt: skip
 # A valid value other than the default for every setting (a dotted key where it is a group).
 NEW_VALUES: dict[str, tuple[str, Any]] = {
@@ -210,6 +210,9 @@ NEW_VALUES: dict[str, tuple[str, Any]] = {
     "drift_auc_alert": ("drift_auc_alert", 0.8),
     "target_precision": ("target_precision", 0.95),
     "promotion_rule": ("promotion_rule.max_macro_ap_drop", 0.02),
+    "scan_thresholds": ("scan_thresholds", {"hate": {"review": 0.4, "block": 0.9}}),
+    "scan_default_thresholds": ("scan_default_thresholds.review", 0.6),
+    "scan_deadline_decision": ("scan_deadline_decision", "block"),
 }
 EXPECTED: dict[Role, set[str]] = {
     Role.reviewer: set(),
@@ -357,7 +360,7 @@ def evil_app(sqlite_db: Database) -> Database:
         (item,) = make_items(s, p, ["an item"])
         item.external_id = EVIL_ID
         enqueue(s, p, [NewEntry(item.id)], SYSTEM)
-        add_user(s, "alice", Role.reviewer, SYSTEM, password=PW)
+        join_every_project(s, add_user(s, "alice", Role.reviewer, SYSTEM, password=PW))
         add_user(s, "ada", Role.admin, SYSTEM, password=PW)
     return sqlite_db
 
@@ -391,8 +394,9 @@ def test_the_review_page_shows_ids_titles_and_guidelines_as_text(evil_app: Datab
     shown = _markdown_values(at)
     assert not [v for v in shown if "](http" in v or "**Spam" in v or "**v1" in v], shown
     hate = next(c for c in at.checkbox if c.label.startswith("hate"))
-    assert hate.label == escape_markdown(f"hate: {EVIL_TITLE}") + " (1)"
-    assert hate.help == escape_markdown(EVIL_GUIDE)
+    # The compact form: the code and its key on the box, title and guideline in its help.
+    assert hate.label == "hate (1)"
+    assert hate.help == escape_markdown(f"{EVIL_TITLE}: {EVIL_GUIDE}")
 
 
 def test_the_admin_page_shows_taxonomy_names_as_text(evil_app: Database) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from builders import make_items, make_project
+from builders import join_every_project, make_items, make_project
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from streamlit.testing.v1 import AppTest
@@ -53,9 +53,8 @@ def app_db(sqlite_db: Database) -> Database:
     st.cache_resource.clear()  # the app caches its database; each test has its own
     with sqlite_db.sessions.begin() as s:
         make_items(s, make_project(s, "p"), ["first item", "second item"])
-        add_user(s, "victim", Role.reviewer, Actor.system(), password=PW)
-        add_user(s, "erin", Role.engineer, Actor.system(), password=PW)
-        add_user(s, "lee", Role.lead, Actor.system(), password=PW)
+        for name, role in (("victim", Role.reviewer), ("erin", Role.engineer), ("lee", Role.lead)):
+            join_every_project(s, add_user(s, name, role, Actor.system(), password=PW))
         add_user(s, "ada", Role.admin, Actor.system(), password=PW)
         add_user(s, "root", Role.admin, Actor.system(), password=PW)  # so ada may be disabled
     return sqlite_db

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from builders import join_every_project
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from conftest import CLI
@@ -125,6 +126,7 @@ def test_reviewers_may_not_look_for_mislabels_but_leads_may(db: Database) -> Non
     with db.sessions.begin() as s:
         lab = Labels(s, create_project(s, "other", Actor.system()))
         rita, lena = lab.user("rita", Role.reviewer), lab.user("lena", Role.lead)
+        join_every_project(s, lena)  # a lead of "p" as well
         rita_actor = Actor.for_user(rita.name, rita.id, Role.reviewer)
         lena_actor = Actor.for_user(lena.name, lena.id, Role.lead)
     with pytest.raises(PermissionDenied, match="lead"):

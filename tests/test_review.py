@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from builders import make_items, make_project, make_user
+from builders import join_every_project, make_items, make_project, make_user
 from PIL import Image
 from sqlalchemy import func, select
 
@@ -228,6 +228,7 @@ def test_exposure_counter_reaches_the_cap_and_a_break_resets_it(db) -> None:
     with db.sessions.begin() as s:
         p, _ = _setup(s)
         user = add_user(s, "alice", Role.reviewer, Actor.system(), password="long enough pw")
+        join_every_project(s, user)
         token, me = login(
             s, LocalPasswordAuthenticator(), {"user_name": "alice", "password": "long enough pw"}
         )

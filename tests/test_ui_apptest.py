@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from builders import make_items, make_project
+from builders import join_every_project, make_items, make_project
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 from streamlit.util import calc_hash
@@ -32,10 +32,9 @@ def app_db(sqlite_db: Database) -> Database:
         p = make_project(s, "p")
         items = make_items(s, p, [XSS, "second item", "third item"])
         enqueue(s, p, [NewEntry(i.id, priority=-n) for n, i in enumerate(items)], Actor.system())
-        add_user(s, "alice", Role.reviewer, Actor.system(), password=PW)
-        add_user(s, "erin", Role.engineer, Actor.system(), password=PW)
-        add_user(s, "lee", Role.lead, Actor.system(), password=PW)
-        add_user(s, "ada", Role.admin, Actor.system(), password=PW)
+        for name, role in (("alice", Role.reviewer), ("erin", Role.engineer), ("lee", Role.lead)):
+            join_every_project(s, add_user(s, name, role, Actor.system(), password=PW))
+        add_user(s, "ada", Role.admin, Actor.system(), password=PW)  # admins open every project
     return sqlite_db
 
 

@@ -1,7 +1,7 @@
 """hash-match banks: named lists of known content, shared by every project
 
 Revision ID: 0011_hash_banks
-Revises: 0009_label_keys_per_project
+Revises: 0010_project_membership
 Create Date: 2026-11-29 17:40:22
 
 A bank (HMA's word) holds signals of known files (PDQ, vPDQ, SHA-256, MD5) with an action for a
@@ -18,7 +18,7 @@ from alembic import op
 import workbench.db.types
 
 revision: str = "0011_hash_banks"
-down_revision: str | None = "0009_label_keys_per_project"
+down_revision: str | None = "0010_project_membership"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -48,6 +48,7 @@ from workbench.db.models import (
 )
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor
+from workbench.services.membership import add_member
 from workbench.services.projects import create_project
 from workbench.services.review import flow as review
 from workbench.services.users import add_user, generate_password
@@ -108,6 +109,8 @@ def prepare_run(db: Database, *, items: int, background: int, run: str) -> RunSe
             add_user(s, f"rl-{run}-bg{n}", Role.reviewer, actor, password=None)
             for n in range(background)
         ]
+        for user in (browser, *others):
+            add_member(s, project, user, actor)
         setup = RunSetup(
             run=run,
             project_name=name,

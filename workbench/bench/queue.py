@@ -33,6 +33,7 @@ from workbench.db.models import (
     Lease,
     LeaseStatus,
     Project,
+    ProjectMember,
     QueueEntry,
     Role,
     User,
@@ -131,8 +132,9 @@ def add_synthetic_items(
     return n
 
 
-def add_reviewers(session: Session, names: list[str]) -> list[int]:
-    """Reviewer accounts that cannot log in (simulated reviewers), inserted in one statement."""
+def add_reviewers(session: Session, names: list[str], project_id: int) -> list[int]:
+    """Reviewer accounts that cannot log in (simulated reviewers), inserted in one statement,
+    members of the project they work on (in one more)."""
     now = utcnow()
     session.execute(
         insert(cast(Table, User.__table__)),
@@ -147,6 +149,11 @@ def add_reviewers(session: Session, names: list[str]) -> list[int]:
         record_event(session, Actor.system(), "user.added", entity_type="user", entity_id=n,
                      details={"role": Role.reviewer.value, "can_log_in": False,
                               "reason": "simulated reviewer of a queue benchmark"})  # fmt: skip
+    session.execute(
+        insert(cast(Table, ProjectMember.__table__)),
+        [{"project_id": project_id, "user_id": ids[n], "added_at": now, "added_by": "system"}
+         for n in names],
+    )  # fmt: skip
     return [ids[n] for n in names]
 
 
@@ -322,7 +329,7 @@ def run_queue_benchmark(
         # The benchmark measures the queue; gold checks go through lease_next, not this path.
         add_synthetic_items(s, project, items, prefix=f"bench-{run}-", overlap=overlap,
                             progress=progress)  # fmt: skip
-        user_ids = add_reviewers(s, [f"bench-{run}-r{n}" for n in range(workers)])
+        user_ids = add_reviewers(s, [f"bench-{run}-r{n}" for n in range(workers)], project.id)
         project_id = project.id
     autovacuum = gather_statistics(db)
     progress(f"prepared {items:,} items and {workers} reviewers in {time.perf_counter() - t0:.1f}s")
@@ -519,7 +526,8 @@ def measure_single_path(
     from workbench.services.review import flow as review
 
     with db.sessions.begin() as s:
-        (uid,) = add_reviewers(s, [f"latency-{uuid.uuid4().hex[:8]}"])
+        project_id = get_project(s, project_name).id
+        (uid,) = add_reviewers(s, [f"latency-{uuid.uuid4().hex[:8]}"], project_id)
         user = s.get_one(User, uid)
         s.expunge(user)
     actor = Actor.for_user(user.name, user.id, user.role)
@@ -565,7 +573,8 @@ def measure_batch_path(db: Database, project_name: str, batches: int, batch: int
     from workbench.services.queue.lease import lease_batch
 
     with db.sessions.begin() as s:
-        (uid,) = add_reviewers(s, [f"latency-{uuid.uuid4().hex[:8]}"])
+        project_id = get_project(s, project_name).id
+        (uid,) = add_reviewers(s, [f"latency-{uuid.uuid4().hex[:8]}"], project_id)
         user = s.get_one(User, uid)
         s.expunge(user)
         project_id = get_project(s, project_name).id

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from workbench.cli._common import JsonFlag, database, emit, say
+from workbench.cli._common import JsonFlag, ProjectOpt, database, emit, say
 from workbench.schemas import SETTING_KEYS_HELP, parse_setting_value
-from workbench.services import projects, taxonomy
+from workbench.services import membership, projects, taxonomy
 from workbench.services.audit import Actor
 
 app = typer.Typer(help="Projects and their settings.", no_args_is_help=True)
@@ -81,3 +81,23 @@ def set_(
         new = projects.set_project_setting(s, p, key, parse_setting_value(value), Actor.system())
         say(f"{name}: {key} = {value}")
         emit({"project": name, "settings": new.model_dump(mode="json")}, json_mode, None)
+
+
+@app.command()
+def members(project: ProjectOpt, json_mode: JsonFlag = False) -> None:
+    """List the users who may open a project (admins may open every project besides)."""
+    with database(json_mode) as db, db.sessions() as s:
+        rows = [
+            {"name": m.name, "role": m.role.value, "disabled": m.disabled,
+             "added_at": m.added_at.isoformat(), "added_by": m.added_by}
+            for m in membership.members_of(s, projects.get_project(s, project), Actor.system())
+        ]  # fmt: skip
+
+        def human() -> None:
+            for r in rows:
+                flags = " (disabled)" if r["disabled"] else ""
+                print(f"{r['name']:<24} {r['role']:<9}{flags}")
+            if not rows:
+                print(f"({project} has no members; admins may still open it)")
+
+        emit({"project": project, "members": rows}, json_mode, human)

@@ -152,8 +152,8 @@ def models(project: ProjectOpt, json_mode: JsonFlag = False) -> None:
     with database(json_mode) as db, db.sessions() as s:
         p = get_project(s, project)
         result = {
-            "models": [_model_dict(m) for m in list_model_versions(s, p)],
-            "rounds": [_round_dict(r) for r in list_rounds(s, p)],
+            "models": [_model_dict(m) for m in list_model_versions(s, p, Actor.system())],
+            "rounds": [_round_dict(r) for r in list_rounds(s, p, Actor.system())],
         }
 
         def human() -> None:

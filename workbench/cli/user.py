@@ -1,4 +1,4 @@
-"""`workbench user ...`: accounts and roles."""
+"""`workbench user ...`: accounts, roles and the projects each user may open."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from sqlalchemy import select
 
-from workbench.cli._common import JsonFlag, database, emit, say
+from workbench.cli._common import JsonFlag, ProjectOpt, database, emit, say
 from workbench.db.models import Role, User
-from workbench.services import users
+from workbench.services import membership, projects, users
 from workbench.services.audit import Actor
 
 app = typer.Typer(help="Users and roles.", no_args_is_help=True)
@@ -117,3 +117,43 @@ def role(
         r: Role = users.parse_role(new_role)
         users.set_role(s, users.get_user(s, name), r, Actor.system())
         emit({"name": name, "role": r.value}, json_mode, f"{name} is now {r.value}")
+
+
+@app.command("add-to-project")
+def add_to_project(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    project: ProjectOpt,
+    json_mode: JsonFlag = False,
+) -> None:
+    """Let a user open a project (admins may open every project without this)."""
+    with database(json_mode) as db, db.sessions.begin() as s:
+        p, u = projects.get_project(s, project), users.get_user(s, name)
+        added = membership.add_member(s, p, u, Actor.system())
+        human = f"{name} may now open {project}" if added else f"{name} was already a member"
+        emit({"name": name, "project": project, "added": added}, json_mode, human)
+
+
+@app.command("remove-from-project")
+def remove_from_project(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    project: ProjectOpt,
+    json_mode: JsonFlag = False,
+) -> None:
+    """Stop a user from opening a project; their labels stay, their leases there run out."""
+    with database(json_mode) as db, db.sessions.begin() as s:
+        p, u = projects.get_project(s, project), users.get_user(s, name)
+        membership.remove_member(s, p, u, Actor.system())
+        emit({"name": name, "project": project, "removed": True}, json_mode,
+             f"{name} may no longer open {project}")  # fmt: skip
+
+
+@app.command("projects")
+def projects_(
+    name: Annotated[str, typer.Argument(help="User name.")], json_mode: JsonFlag = False
+) -> None:
+    """The projects a user may open (an admin: every project)."""
+    with database(json_mode) as db, db.sessions() as s:
+        u = users.get_user(s, name)
+        names = membership.projects_for(s, u)
+        result = {"name": name, "role": u.role.value, "projects": names}
+        emit(result, json_mode, "\n".join(names) if names else f"({name} may open no project)")

@@ -659,6 +659,27 @@ class Adjudication(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+# --- Project membership (0010) ---------------------------------------------------------------
+
+
+class ProjectMember(Base):
+    """A user who may open a project. Admins may open every project; everyone else only the
+    projects they are members of (`services/membership.py` holds the rule)."""
+
+    __tablename__ = "project_members"
+    __table_args__ = (Index("ix_project_members_user", "user_id"),)
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Who added the member: an admin's name, `system` (CLI) or `migration` (the 0010 backfill).
+    added_by: Mapped[str] = mapped_column(String(128))
+
+
 # Hash-match banks
 
 

@@ -25,7 +25,8 @@ from workbench.services.evaluate.registry import latest_comparison
 from workbench.services.evaluate.sets import create_from_labels
 from workbench.services.ingest.write import ingest_path
 from workbench.services.labels.import_ import import_labels
-from workbench.services.projects import get_or_create_project, get_project
+from workbench.services.membership import add_member
+from workbench.services.projects import find_project, get_or_create_project, get_project
 from workbench.services.report.appeals import decide_appeal, file_appeal
 from workbench.services.report.decisions import backfill_decisions
 from workbench.services.select.batch import select_batch
@@ -96,21 +97,25 @@ def _credentials(db: Database) -> tuple[Path, dict[str, str]]:
 
 
 def ensure_demo_users(db: Database, actor: Actor) -> list[dict[str, str]]:
-    """Demo accounts with passwords kept in WORKBENCH_HOME (demo only: never in production)."""
+    """Demo accounts with passwords kept in WORKBENCH_HOME (demo only: never in production),
+    each a member of the demo project once it exists, so every role can open it."""
     path, known = _credentials(db)
     out = []
     with db.sessions.begin() as s:
+        project = find_project(s, DEMO_PROJECT)
         for name, role in DEMO_USERS:
             user = s.scalar(select(User).where(User.name == name))
             password = known.get(name) or generate_password()
             if user is None:
-                add_user(s, name, role, actor, password=password)
+                user = add_user(s, name, role, actor, password=password)
             elif user.password_hash is None or name not in known:
                 # e.g. a reviewer first seen in the imported labels, without a password. The
                 # audited paths: each change leaves an event, and a reset ends open sessions.
                 set_password(s, user, password, actor)
                 if user.role is not role:
                     set_role(s, user, role, actor)
+            if project is not None:
+                add_member(s, project, user, actor)
             known[name] = password
             out.append({"name": name, "role": role.value, "password": password})
     tmp = path.with_suffix(".tmp")

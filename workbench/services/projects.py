@@ -13,6 +13,7 @@ from workbench.db.models import Project, Role
 from workbench.errors import NotFoundError, Problem, WorkbenchError
 from workbench.schemas import SETTING_KEYS_HELP, ProjectSettings, TaxonomySpec
 from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.membership import add_creator, require_member, require_project_role
 from workbench.services.taxonomy import add_policy_version, default_taxonomy
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -67,7 +68,7 @@ def find_project(session: Session, name: str) -> Project | None:
 
 
 def project_names(session: Session) -> list[str]:
-    """Every project, by name, for a page's project picker."""
+    """Every project, by name. Pages list only what the user may open: `membership.projects_for`."""
     return list(session.scalars(select(Project.name).order_by(Project.name)))
 
 
@@ -98,6 +99,7 @@ def create_project(
         entity_id=name,
     )
     add_policy_version(session, project, taxonomy or default_taxonomy(), actor)
+    add_creator(session, project, actor)
     return project
 
 
@@ -114,7 +116,15 @@ def project_settings(project: Project) -> ProjectSettings:
 
 def project_settings_view(session: Session, project: Project, actor: Actor) -> dict[str, Any]:
     """The settings as JSON values, for leads, engineers and admins."""
-    require_role(actor, Role.lead, Role.engineer, Role.admin, action="view project settings")
+    require_project_role(
+        session,
+        actor,
+        project,
+        Role.lead,
+        Role.engineer,
+        Role.admin,
+        action="view project settings",
+    )
     return project_settings(project).model_dump(mode="json")
 
 
@@ -138,6 +148,7 @@ def set_project_setting(
     Who may is in `SETTING_ROLES`, by the key's top level; the CLI acts as the system actor.
     """
     require_setting_role(actor, key)
+    require_member(session, actor, project)
     current = project_settings(project).model_dump(mode="json")
     parts = key.split(".")
     node: Any = current

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, selectinload
 from workbench.db.models import Policy, PolicyVersion, Project, Role
 from workbench.errors import NotFoundError, Problem, WorkbenchError
 from workbench.schemas import TaxonomySpec
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
+from workbench.services.membership import require_project_role
 from workbench.taxonomy import default_taxonomy_json
 
 
@@ -166,7 +167,7 @@ def load_taxonomy_version(
     session: Session, project: Project, actor: Actor, raw: bytes, source: str
 ) -> int:
     """Add a policy taxonomy version from an uploaded JSON file (admins); its version number."""
-    require_role(actor, Role.admin, action="load a policy taxonomy")
+    require_project_role(session, actor, project, Role.admin, action="load a policy taxonomy")
     pv, _created = add_policy_version(
         session, project, parse_taxonomy_json(raw, source=source), actor
     )
@@ -175,5 +176,13 @@ def load_taxonomy_version(
 
 def taxonomy_versions(session: Session, project: Project, actor: Actor) -> list[dict[str, Any]]:
     """Every version of the project's taxonomy, oldest first, for leads, engineers and admins."""
-    require_role(actor, Role.lead, Role.engineer, Role.admin, action="view taxonomy versions")
+    require_project_role(
+        session,
+        actor,
+        project,
+        Role.lead,
+        Role.engineer,
+        Role.admin,
+        action="view taxonomy versions",
+    )
     return [policy_version_as_dict(pv) for pv in list_policy_versions(session, project)]

@@ -12,10 +12,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from workbench.db.models import Role, User, UserSession
+from workbench.db.models import Project, Role, User, UserSession
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, PermissionDenied, WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.membership import require_member
 
 _hasher = PasswordHasher()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
@@ -66,15 +67,16 @@ def get_user(session: Session, name: str) -> User:
     return user
 
 
-def reviewing_user(session: Session, actor: Actor) -> User:
-    """The user behind `actor`, who must be an enabled reviewer: leases, drafts and wellbeing
-    flags belong to a person, never to the system actor."""
+def reviewing_user(session: Session, actor: Actor, project: Project) -> User:
+    """The user behind `actor`, who must be an enabled reviewer and a member of `project`:
+    leases, drafts and wellbeing flags belong to a person, never to the system actor."""
     require_role(actor, Role.reviewer, action="review items")
     if actor.user_id is None:
         raise PermissionDenied(f"{actor.name} is not a user and cannot hold review leases")
     user = session.get(User, actor.user_id)
     if user is None or user.disabled:
         raise PermissionDenied(f"{actor.name} may not review: the account is missing or disabled")
+    require_member(session, user, project)
     return user
 
 

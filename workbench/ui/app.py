@@ -95,10 +95,13 @@ def main() -> None:
 
     st.sidebar.text(f"{me.name} ({me.role.value})")
     st.sidebar.button("Log out", on_click=_logout)
-    project = choose_project()
+    project = choose_project(me)
 
     def needs_project(fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
+            if project is None and Role.admin not in roles:
+                st.info("You are not a member of any project yet: ask an admin to add you.")
+                return
             if project is None:
                 st.info("There is no project yet: create one with `workbench project create`.")
                 return

@@ -20,7 +20,8 @@ from workbench.db.database import Database, open_database
 from workbench.db.models import Project
 from workbench.errors import Problem, WorkbenchError
 from workbench.services.auth import SessionUser, require_session, resolve_session
-from workbench.services.projects import get_project, project_names
+from workbench.services.membership import projects_for
+from workbench.services.projects import get_project
 from workbench.ui.safe_text import escape_markdown
 from workbench.ui.session_cookie import COOKIE
 
@@ -67,10 +68,11 @@ def current_user() -> SessionUser | None:
     return me
 
 
-def choose_project() -> str | None:
-    """The project picked in the sidebar (default: WORKBENCH_PROJECT, else the first)."""
+def choose_project(me: SessionUser) -> str | None:
+    """The project picked in the sidebar among those `me` may open (default: WORKBENCH_PROJECT,
+    else the first)."""
     with tx() as s:
-        names = project_names(s)
+        names = projects_for(s, me.actor)
     if not names:
         return None
     wanted = os.environ.get("WORKBENCH_PROJECT")

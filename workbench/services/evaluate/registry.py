@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 from workbench.config import Settings
 from workbench.db.models import AuditEvent, ModelStatus, ModelVersion, Project, Role
 from workbench.errors import WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
 from workbench.services.evaluate.compare import Scored, align, compare_models
 from workbench.services.evaluate.offline import frozen_set, get_model_version, score_set
+from workbench.services.membership import require_project_role
 from workbench.services.projects import project_settings
 
 # Audit actions that change the champion: a training round that promoted, a promotion by hand
@@ -66,7 +67,7 @@ def _set_champion(session: Session, project: Project, mv: ModelVersion) -> Model
 def promote_version(
     session: Session, project: Project, version: int, actor: Actor, reason: str | None = None
 ) -> dict[str, Any]:
-    require_role(actor, Role.engineer, action="promote model versions")
+    require_project_role(session, actor, project, Role.engineer, action="promote model versions")
     mv = get_model_version(session, project, version)
     if mv.status == ModelStatus.champion:
         return {"champion": mv.version, "previous": mv.version, "changed": False}
@@ -109,7 +110,9 @@ def rollback(
     session: Session, project: Project, actor: Actor, reason: str | None = None
 ) -> dict[str, Any]:
     """Make the champion before the current one champion again."""
-    require_role(actor, Role.engineer, action="roll back the champion model")
+    require_project_role(
+        session, actor, project, Role.engineer, action="roll back the champion model"
+    )
     current = session.scalar(
         select(ModelVersion).where(
             ModelVersion.project_id == project.id, ModelVersion.status == ModelStatus.champion

@@ -32,10 +32,11 @@ from workbench.db.models import (
 )
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, Problem, WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
 from workbench.services.evaluate.members import EVALUATION_STRATEGY, held_out_item_ids
 from workbench.services.labels.import_ import LabelRow, parse_label_file
 from workbench.services.labels.validate import item_facts_by_external_id
+from workbench.services.membership import require_project_role
 from workbench.services.projects import project_settings
 from workbench.services.queue.enqueue import NewEntry, enqueue, labelled_item_ids, queued_item_ids
 from workbench.services.train.train import (
@@ -143,7 +144,9 @@ def create_from_labels(
 ) -> dict[str, Any]:
     """A frozen set from a label file; all or nothing: any bad row or item not in the project
     is reported with its file, line and external id, and nothing is written."""
-    require_role(actor, Role.lead, Role.engineer, action="create evaluation sets")
+    require_project_role(
+        session, actor, project, Role.lead, Role.engineer, action="create evaluation sets"
+    )
     _check_name(name)
     rows, problems, n_rows = parse_label_file(path, project.name)
     facts = item_facts_by_external_id(session, project, (r.external_id for r in rows))
@@ -246,7 +249,7 @@ def sample_evalset(
 ) -> dict[str, Any]:
     """Draw a stratified random sample (language x modality, proportional) of the unlabelled
     pool and queue it for review by `overlap` reviewers each; the set freezes when complete."""
-    require_role(actor, Role.lead, action="sample evaluation sets")
+    require_project_role(session, actor, project, Role.lead, action="sample evaluation sets")
     _check_name(name)
     if n < 1:
         raise WorkbenchError(f"--n must be at least 1, found {n}")
@@ -394,7 +397,9 @@ def try_freeze(session: Session, project: Project, es: EvaluationSet, actor: Act
 def freeze_evalset(
     session: Session, project: Project, name: str, actor: Actor, version: int | None = None
 ) -> dict[str, Any]:
-    require_role(actor, Role.lead, Role.engineer, action="freeze evaluation sets")
+    require_project_role(
+        session, actor, project, Role.lead, Role.engineer, action="freeze evaluation sets"
+    )
     es = get_evalset(session, project, name, version)
     if es.status == EvaluationSetStatus.frozen:
         return evalset_summary(session, es)
@@ -415,7 +420,9 @@ def retire_evalset(
     session: Session, project: Project, name: str, actor: Actor, version: int | None = None
 ) -> dict[str, Any]:
     """Retire a set: kept (old reports stay explainable), its open review entries cancelled."""
-    require_role(actor, Role.lead, Role.engineer, action="retire evaluation sets")
+    require_project_role(
+        session, actor, project, Role.lead, Role.engineer, action="retire evaluation sets"
+    )
     es = get_evalset(session, project, name, version)
     if es.status == EvaluationSetStatus.retired:
         return evalset_summary(session, es)

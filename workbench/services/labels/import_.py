@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from workbench.db.models import Label, LabelSource, Project, Role, User
 from workbench.db.types import utcnow
 from workbench.errors import Problem, WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
 from workbench.services.ingest.tabular import (
     Format,
     Record,
@@ -47,6 +47,7 @@ from workbench.services.labels.validate import (
     text_problem,
     validation_problems,
 )
+from workbench.services.membership import require_project_role
 from workbench.services.taxonomy import list_policy_versions
 from workbench.services.users import validate_user_name
 
@@ -357,7 +358,7 @@ def import_labels(
     (and written to `rejects` as JSON lines when given). Rows whose idempotency key is already
     stored for the same item and reviewer count as `unchanged`, so re-importing adds nothing.
     """
-    require_role(actor, Role.lead, action="import labels")
+    require_project_role(session, actor, project, Role.lead, action="import labels")
     fmt = fmt or detect_format(path)
     name = str(path)
     result = LabelImportResult(project=project.name, file=name, format=fmt)

@@ -19,10 +19,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from workbench.db.models import Decision, Item, Label, LabelSource, Project, Role
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
 from workbench.services.labels.current import HUMAN_SOURCES, current_labels_query
 from workbench.services.labels.record import record_label
 from workbench.services.labels.validate import LabelInput
+from workbench.services.membership import require_project_role
 
 
 def propagation_key(source_label_id: int, item_id: int) -> str:
@@ -88,7 +89,7 @@ def propagate_label(
     report: PropagationReport | None = None,
 ) -> PropagationReport:
     """Copy one current human (or imported) label to the other members of its item's group."""
-    require_role(actor, Role.reviewer, action="propagate labels")
+    require_project_role(session, actor, project, Role.reviewer, action="propagate labels")
     report = report or PropagationReport()
     if label.source not in HUMAN_SOURCES or label.decision == Decision.unsure:
         return report  # only people's judgements travel; a copy is never copied again
@@ -175,7 +176,7 @@ def propagated_training_labels(session: Session, project: Project) -> dict[int, 
 
 def propagate_project(session: Session, project: Project, actor: Actor) -> PropagationReport:
     """Propagate every current human label of items in a duplicate group (idempotent)."""
-    require_role(actor, Role.lead, action="propagate a project's labels")
+    require_project_role(session, actor, project, Role.lead, action="propagate a project's labels")
     grouped = select(Item.id).where(
         Item.project_id == project.id,
         or_(Item.near_duplicate_of_id.is_not(None), Item.duplicate_of_id.is_not(None)),

@@ -32,6 +32,7 @@ from workbench.services.labels.validate import (
     media_durations,
     policy_rules,
 )
+from workbench.services.membership import require_member
 from workbench.services.report.hooks import labels_recorded
 
 K = TypeVar("K")  # the caller's handle of each label of a batch (the queue: a lease id)
@@ -161,6 +162,7 @@ def record_label(
     breaks the taxonomy, the item's bounds or the correction chain.
     """
     require_may_record(actor, reviewer, source)
+    require_member(session, actor, project)
     if item.project_id != project.id:
         raise WorkbenchError(
             f"item {item.external_id!r} belongs to another project, not {project.name!r}"

@@ -32,8 +32,9 @@ from workbench.db.models import (
 )
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
 from workbench.services.labels.current import HUMAN_SOURCES, current_labels_query
+from workbench.services.membership import require_project_role
 from workbench.services.projects import project_settings
 from workbench.services.quality.agreement import (
     COUNTED_LABELS,
@@ -186,7 +187,9 @@ def refresh_adjudication_queue(
     (their answer is known), and items whose last case was closed after their newest counted
     label (the lead has seen every label there is).
     """
-    require_role(actor, Role.lead, action="refresh the adjudication queue")
+    require_project_role(
+        session, actor, project, Role.lead, action="refresh the adjudication queue"
+    )
     settings = project_settings(project)
     use_slices = settings.adjudicate_low_alpha_slices if slices is None else slices
     now = now or utcnow()
@@ -268,7 +271,7 @@ def open_case(
     session: Session, project: Project, actor: Actor, external_id: str, note: str
 ) -> dict[str, Any]:
     """Open a case by hand (a lead's own doubt about an item)."""
-    require_role(actor, Role.lead, action="open adjudication cases")
+    require_project_role(session, actor, project, Role.lead, action="open adjudication cases")
     if not note.strip():
         raise WorkbenchError("say why the item needs adjudication (a note is required)")
     item = session.scalar(
@@ -346,7 +349,7 @@ def adjudication_cases(
     limit: int = 500,
 ) -> list[dict[str, Any]]:
     """Cases of a project, oldest first (None: every status), with each item's label count."""
-    require_role(actor, Role.lead, action="see adjudication cases")
+    require_project_role(session, actor, project, Role.lead, action="see adjudication cases")
     q = (
         select(Adjudication, Item.external_id)
         .join(Item, Item.id == Adjudication.item_id)
@@ -389,7 +392,7 @@ def case_detail(session: Session, project: Project, actor: Actor, case_id: int) 
     """A case with its item and every counted label side by side (reviewer, decision, policies,
     severity, rationale, spans, confidence, time), earlier cases of the item, and the policy
     codes a final decision may use."""
-    require_role(actor, Role.lead, action="see adjudication cases")
+    require_project_role(session, actor, project, Role.lead, action="see adjudication cases")
     case = _get_case(session, project, case_id)
     item = session.get_one(Item, case.item_id)
     labels = _latest_per_reviewer(session.execute(_counted_labels_query(project, [item.id])).all())
@@ -462,7 +465,7 @@ def resolve_case(
     taxonomy as a label's are; the note is required. A final `unsure` keeps the item out of
     training.
     """
-    require_role(actor, Role.lead, action="resolve adjudication cases")
+    require_project_role(session, actor, project, Role.lead, action="resolve adjudication cases")
     answer, pv = checked_answer(session, project, decision, policy_codes, severity)
     case = _close(session, project, actor, case_id, note, "resolved")
     case.status = AdjudicationStatus.resolved
@@ -487,7 +490,7 @@ def dismiss_case(
     session: Session, project: Project, actor: Actor, case_id: int, note: str
 ) -> dict[str, Any]:
     """Close an open case without a decision (the aggregated label stands); note required."""
-    require_role(actor, Role.lead, action="dismiss adjudication cases")
+    require_project_role(session, actor, project, Role.lead, action="dismiss adjudication cases")
     case = _close(session, project, actor, case_id, note, "dismissed")
     case.status = AdjudicationStatus.dismissed
     session.flush()

@@ -28,6 +28,7 @@ from workbench.db.database import Database
 from workbench.db.models import AuditEvent, Project, Role
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.membership import require_member
 from workbench.services.projects import get_project
 
 AUDIT_COLUMNS = (
@@ -174,6 +175,14 @@ def export_audit_csv(
     """
     require_role(actor, Role.lead, Role.admin, action="export the audit trail")
     flt = flt or AuditFilter()
+    with db.sessions() as s:
+        if flt.project is None:
+            # Every project's events and those of no project (accounts, logins): admins only.
+            require_role(
+                actor, Role.admin, action="export the audit trail of every project (name one)"
+            )
+        else:
+            require_member(s, actor, get_project(s, flt.project))
     if flt.since is not None and flt.until is not None and _utc(flt.since) >= _utc(flt.until):
         raise WorkbenchError(
             f"the time window is empty: since {_utc(flt.since).isoformat()} is not before "

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from workbench.db.models import Project, Role
 from workbench.errors import WorkbenchError
-from workbench.services.audit import Actor, require_role
+from workbench.services.audit import Actor
+from workbench.services.membership import require_project_role
 from workbench.services.quality.agreement import (
     LABEL_COLUMNS,
     AgreementField,
@@ -247,7 +248,15 @@ def agreement_dashboard(
 ) -> AgreementDashboard:
     """The dashboard's figures over the project's counted labels on one field (reviewers';
     leads' and admins' too with `include_leads`)."""
-    require_role(actor, Role.lead, Role.engineer, Role.admin, action="see agreement figures")
+    require_project_role(
+        session,
+        actor,
+        project,
+        Role.lead,
+        Role.engineer,
+        Role.admin,
+        action="see agreement figures",
+    )
     labels = load_counted_labels(session, project, include_leads=include_leads)
     return dashboard_from_frame(labels, project.name, field, n_boot=n_boot, seed=seed)
 

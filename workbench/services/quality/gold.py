@@ -39,7 +39,7 @@ from workbench.db.models import (
 )
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, Problem, WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
 from workbench.services.ingest.tabular import Record, iter_records
 from workbench.services.labels.validate import (
     ItemFacts,
@@ -47,6 +47,7 @@ from workbench.services.labels.validate import (
     check_label,
     parse_label_input,
 )
+from workbench.services.membership import require_project_role
 from workbench.services.projects import project_settings
 from workbench.services.quality.agreement import iso_week, load_counted_labels
 from workbench.services.queue.enqueue import NewEntry, enqueue
@@ -207,7 +208,7 @@ def mark_gold_many(
     """Record gold answers, all or nothing: every bad answer is reported (file, line, field)
     and nothing is written. Marking an item again with the same answer changes nothing; with
     another answer (or after retiring) it updates the answer, audited with the old one."""
-    require_role(actor, Role.lead, action="mark gold items")
+    require_project_role(session, actor, project, Role.lead, action="mark gold items")
     problems: list[Problem] = []
     checked: list[tuple[GoldInput, Item, Answer, PolicyVersion]] = []
     seen: dict[str, int | None] = {}
@@ -305,7 +306,7 @@ def retire_gold(
 ) -> dict[str, Any]:
     """Stop using an item as gold: its queue entry closes (leases in flight may still submit)
     and its answers no longer count towards accuracy or training. The row stays."""
-    require_role(actor, Role.lead, action="retire gold items")
+    require_project_role(session, actor, project, Role.lead, action="retire gold items")
     item = _item(session, project, external_id)
     row = _gold_row(session, project, item.id)
     if row is None or row.retired_at is not None:
@@ -345,7 +346,7 @@ def list_gold(
     session: Session, project: Project, actor: Actor, *, include_retired: bool = False
 ) -> list[dict[str, Any]]:
     """Gold items with their answers and how many reviewers have labelled them through gold."""
-    require_role(actor, Role.lead, action="see gold items")
+    require_project_role(session, actor, project, Role.lead, action="see gold items")
     q = (
         select(GoldItem, Item.external_id)
         .join(Item, Item.id == GoldItem.item_id)
@@ -514,7 +515,7 @@ def gold_accuracy(
     of a reviewer's alert state (raised, cleared) is written once as an audit event; an ad hoc
     window records nothing.
     """
-    require_role(actor, Role.lead, action="see gold accuracy")
+    require_project_role(session, actor, project, Role.lead, action="see gold accuracy")
     settings = project_settings(project)
     now = now or utcnow()
     days = settings.gold_window_days if window_days is None else window_days

@@ -22,6 +22,7 @@ from workbench.db.database import Database
 from workbench.db.models import EmbeddingSpace, EntryKind, EntryStatus, Item, QueueEntry, Role
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.membership import require_member
 from workbench.services.projects import get_project
 from workbench.services.queue.enqueue import NewEntry
 from workbench.services.queue.enqueue import enqueue as add_to_queue
@@ -190,6 +191,7 @@ def find_mislabels(
         raise WorkbenchError(f"--folds must be at least 2, got {folds}")
     with db.sessions() as s:
         project = get_project(s, project_name)
+        require_member(s, actor, project)
         ts = training_set(s, project)
         space = get_space(s, project, FUSED)
         ids, vecs = _labelled_vectors(s, db.settings, space, ts.item_ids)

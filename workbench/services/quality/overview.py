@@ -29,8 +29,9 @@ from workbench.db.models import (
     Role,
     User,
 )
-from workbench.services.audit import Actor, require_role
+from workbench.services.audit import Actor
 from workbench.services.labels.current import is_current
+from workbench.services.membership import require_project_role
 from workbench.services.queue.health import queue_health
 from workbench.services.review.wellbeing import AffectedCounts, affected_counts
 
@@ -92,7 +93,7 @@ class LeadOverview:
 
 
 def lead_overview(session: Session, project: Project, actor: Actor) -> LeadOverview:
-    require_role(actor, Role.lead, action="see the lead overview")
+    require_project_role(session, actor, project, Role.lead, action="see the lead overview")
     return LeadOverview(
         queue=queue_health(session, project),
         reviewers=reviewer_stats(session, project, actor),
@@ -145,7 +146,7 @@ def items_still_blind(
 def reviewer_stats(session: Session, project: Project, actor: Actor) -> list[ReviewerStats]:
     """Current labels (made here or imported; not propagated copies) and time per reviewer, and
     how many items each skipped."""
-    require_role(actor, Role.lead, action="see reviewer statistics")
+    require_project_role(session, actor, project, Role.lead, action="see reviewer statistics")
     rows = session.execute(
         select(User.name, Label.decision, Label.time_spent_ms)
         .join(User, User.id == Label.reviewer_id)
@@ -181,7 +182,7 @@ def overlap_items(
     session: Session, project: Project, actor: Actor, limit: int = 200
 ) -> list[OverlapItem]:
     """The latest `limit` items queued for k > 1 reviewers, newest first."""
-    require_role(actor, Role.lead, action="see overlap labels")
+    require_project_role(session, actor, project, Role.lead, action="see overlap labels")
     entries = session.execute(
         select(
             QueueEntry.item_id, Item.external_id, QueueEntry.overlap_target, QueueEntry.completed
@@ -222,7 +223,7 @@ def spot_check_table(
 ) -> list[SpotCheckRow]:
     """The latest `limit` (item, current label) rows of queued items, newest entry first; an
     item with no label yet, or whose labels are blind to the reader, has one row without one."""
-    require_role(actor, Role.lead, action="spot-check items")
+    require_project_role(session, actor, project, Role.lead, action="spot-check items")
     rows = session.execute(
         select(
             Item.id, Item.external_id, Item.text, QueueEntry.score, QueueEntry.strategy,

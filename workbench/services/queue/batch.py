@@ -33,6 +33,7 @@ from workbench.services.labels.record import (
     require_may_record,
 )
 from workbench.services.labels.validate import LabelInput, item_facts
+from workbench.services.membership import is_member
 from workbench.services.queue.lease import (
     HAS_FREE_SLOT,
     entries,
@@ -168,14 +169,20 @@ def submit_batch(
             result.rejected[lid] = "the lease expired and the item went to another reviewer"
             continue
         candidates.append(lid)
+    projects = {
+        pid: session.get_one(Project, pid) for pid in {rows[lid].project_id for lid in candidates}
+    }
+    # A reviewer removed from a project keeps no way in through leases taken before.
+    outside = {pid for pid, p in projects.items() if not is_member(session, actor, p)}
+    for lid in [lid for lid in candidates if rows[lid].project_id in outside]:
+        project = projects[rows[lid].project_id]
+        result.rejected[lid] = f"{actor.name} is not a member of project {project.name!r}"
+        candidates.remove(lid)
     if not candidates:
         return result
 
     # `record_label`'s rules, with the items and the taxonomy loaded once.
     facts = item_facts(session, {rows[lid].item_id for lid in candidates})
-    projects = {
-        pid: session.get_one(Project, pid) for pid in {rows[lid].project_id for lid in candidates}
-    }
     started = dict(
         session.execute(
             select(drafts.c.item_id, drafts.c.started_at).where(

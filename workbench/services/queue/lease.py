@@ -39,6 +39,7 @@ from workbench.db.models import (
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.services.audit import Actor, record_event
+from workbench.services.membership import require_member
 from workbench.services.projects import project_settings
 
 # Core tables: the batched path builds no ORM objects.
@@ -271,6 +272,7 @@ def lease_next(
 
     Returns None when nothing is left for this reviewer.
     """
+    require_member(session, reviewer, project)
     now = now or utcnow()
     current = active_lease(session, project, reviewer, now)
     if current is not None:
@@ -457,6 +459,9 @@ def lease_batch(
     # First statement is a write: on SQLite it takes the writer's lock, so everything below
     # sees the latest state and no other writer can change it before this transaction ends.
     reclaim_expired_batch(session, project_id, now)
+    require_member(
+        session, session.get_one(User, reviewer_id), session.get_one(Project, project_id)
+    )
     held = _held(session, project_id, reviewer_id, n, now)
     wanted = n - len(held)
     if wanted <= 0:

@@ -24,7 +24,8 @@ from workbench.db.models import (
 )
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
+from workbench.services.membership import require_project_role
 from workbench.services.queue.enqueue import NewEntry, enqueue
 from workbench.services.report.decisions import get_decision, revoke
 
@@ -154,7 +155,7 @@ def decide_appeal(
     session: Session, project: Project, actor: Actor, appeal_id: int, outcome: str, note: str
 ) -> dict[str, Any]:
     """A lead (or the system) closes an appeal: upheld keeps the decision, reversed revokes it."""
-    require_role(actor, Role.lead, action="decide an appeal")
+    require_project_role(session, actor, project, Role.lead, action="decide an appeal")
     try:
         status = AppealStatus(outcome)
     except ValueError:

@@ -34,8 +34,9 @@ from workbench.db.models import (
 )
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, Problem, WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
 from workbench.services.labels.current import HUMAN_SOURCES, current_labels
+from workbench.services.membership import require_project_role
 from workbench.services.report import sor_rules
 from workbench.services.taxonomy import current_policy_version
 
@@ -358,7 +359,7 @@ def backfill_decisions(
 ) -> list[EnforcementDecision]:
     """Decisions for current violating labels (by people, or imported) of items that have
     none, oldest label first: for labels recorded before decisions existed, and the demo."""
-    require_role(actor, Role.lead, action="make enforcement decisions")
+    require_project_role(session, actor, project, Role.lead, action="make enforcement decisions")
     made: list[EnforcementDecision] = []
     for label in current_labels(session, project, sources=HUMAN_SOURCES):
         if limit is not None and len(made) >= limit:
@@ -412,7 +413,9 @@ def override_decision(
     note: str,
 ) -> dict[str, Any]:
     """A lead changes one decision's restriction or ground; audited with before and after."""
-    require_role(actor, Role.lead, action="change an enforcement decision")
+    require_project_role(
+        session, actor, project, Role.lead, action="change an enforcement decision"
+    )
     if not note.strip():
         raise WorkbenchError("a note is required: say why the decision changes")
     unknown = sorted(set(changes) - set(OVERRIDABLE))

@@ -31,7 +31,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from workbench.db.models import AppealStatus, Item, ModelVersion, Project, Role
 from workbench.errors import WorkbenchError
-from workbench.services.audit import Actor, require_role
+from workbench.services.audit import Actor
+from workbench.services.membership import require_project_role
 from workbench.services.report.appeals import appeals_between
 from workbench.services.report.decisions import (
     AUTOMATED_DECISIONS,
@@ -535,7 +536,9 @@ def report_for_page(
     session: Session, project: Project, actor: Actor, period: str, service: str | None = None
 ) -> tuple[Report, dict[str, bytes]]:
     """The report and its files (CSV and the draft) for leads and admins."""
-    require_role(actor, Role.lead, action="view the DSA transparency report")
+    require_project_role(
+        session, actor, project, Role.lead, action="view the DSA transparency report"
+    )
     report = build_report(session, project, period, service)
     files = report.csv_files()
     files["qualitative_accuracy_draft.md"] = qualitative_draft(report).encode()

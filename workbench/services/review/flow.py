@@ -234,7 +234,7 @@ def current_item(
     An open correction (after undo) comes first; otherwise the reviewer's current lease, or a new
     one. After a reload or a new login the same leased item comes back while the lease holds.
     """
-    user = reviewing_user(session, actor)
+    user = reviewing_user(session, actor, project)
     now = now or utcnow()
     correction = _open_correction(session, project, user)
     if correction is not None:
@@ -290,7 +290,7 @@ def save_draft(
     now: datetime | None = None,
 ) -> None:
     """Store the form as it is now (the whole form, replacing the previous draft)."""
-    user = reviewing_user(session, actor)
+    user = reviewing_user(session, actor, project)
     now = now or utcnow()
     if len(form.rationale) > MAX_DRAFT_RATIONALE:
         raise WorkbenchError(f"the rationale is longer than {MAX_DRAFT_RATIONALE} characters")
@@ -352,7 +352,7 @@ def submit_review(
     draft dropped. The idempotency key comes from the lease, so retries of the same submission
     return the first label (created=False) and change nothing.
     """
-    user = reviewing_user(session, actor)
+    user = reviewing_user(session, actor, project)
     now = now or utcnow()
     key = lease_key(lease_id)
     lease = session.get(Lease, lease_id)
@@ -402,7 +402,7 @@ def skip(
     now: datetime | None = None,
 ) -> None:
     """Hand the item back with a reason; this reviewer will not get it again."""
-    user = reviewing_user(session, actor)
+    user = reviewing_user(session, actor, project)
     lease = queue.get_lease(session, lease_id, user)
     queue.release(session, lease, actor, reason)
     session.execute(
@@ -418,7 +418,7 @@ def undo_last(
     """Reopen the reviewer's latest current label for correction; submitting makes a
     superseding label. The original stays (labels are append-only) until the correction
     replaces it."""
-    user = reviewing_user(session, actor)
+    user = reviewing_user(session, actor, project)
     now = now or utcnow()
     if _open_correction(session, project, user) is None:
         last = session.scalar(
@@ -464,7 +464,7 @@ def submit_correction(
     now: datetime | None = None,
 ) -> SubmitResult:
     """Record the corrected label, superseding `label_id`; idempotent like a submission."""
-    user = reviewing_user(session, actor)
+    user = reviewing_user(session, actor, project)
     now = now or utcnow()
     key = correction_key(label_id)
     old = session.get(Label, label_id)
@@ -495,7 +495,7 @@ def submit_correction(
 
 def cancel_correction(session: Session, project: Project, actor: Actor) -> None:
     """Leave the earlier label as it was."""
-    user = reviewing_user(session, actor)
+    user = reviewing_user(session, actor, project)
     session.execute(
         delete(ReviewDraft).where(
             ReviewDraft.project_id == project.id,

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from workbench.db.models import Item, Project, ReviewerSettings, Role, WellbeingFlag
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, PermissionDenied, WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
+from workbench.services.membership import require_project_role
 from workbench.services.users import reviewing_user
 
 
@@ -82,7 +83,7 @@ def is_flagged(session: Session, reviewer_id: int, item_id: int) -> bool:
 
 def flag_affected(session: Session, project: Project, actor: Actor, item_id: int) -> bool:
     """ "This affected me": kept per reviewer and item; returns False if already flagged."""
-    user = reviewing_user(session, actor)
+    user = reviewing_user(session, actor, project)
     if is_flagged(session, user.id, item_id):
         return False
     item = session.get(Item, item_id)
@@ -96,7 +97,7 @@ def flag_affected(session: Session, project: Project, actor: Actor, item_id: int
 
 def affected_counts(session: Session, project: Project, actor: Actor) -> AffectedCounts:
     """Aggregates only, for leads."""
-    require_role(actor, Role.lead, action="see wellbeing flags")
+    require_project_role(session, actor, project, Role.lead, action="see wellbeing flags")
     flags, items, reviewers = session.execute(
         select(
             func.count(),

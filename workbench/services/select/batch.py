@@ -19,6 +19,7 @@ from workbench.db.models import EntryKind, Item, Project, QueueEntry, Role
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, require_role
 from workbench.services.evaluate.members import held_out_item_ids
+from workbench.services.membership import require_member
 from workbench.services.projects import get_project, project_settings
 from workbench.services.queue.enqueue import NewEntry, enqueue, queued_item_ids
 from workbench.services.select.strategies.base import (
@@ -71,6 +72,7 @@ def select_batch(
     require_role(actor, Role.engineer, Role.lead, Role.admin, action="fill the queue")
     with db.sessions() as s:
         project = get_project(s, project_name)
+        require_member(s, actor, project)
         settings = project_settings(project)
         n = batch or settings.batch_size
         name = strategy or "mix"

@@ -26,7 +26,8 @@ from workbench.db.database import Database
 from workbench.db.models import Label, Project, Role, RoundStatus, TrainingRound
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
-from workbench.services.audit import Actor, record_event, require_role
+from workbench.services.audit import Actor, record_event
+from workbench.services.membership import require_member, require_project_role
 from workbench.services.projects import get_project, project_settings
 from workbench.services.select.batch import select_batch
 from workbench.services.train.progress import (
@@ -70,7 +71,9 @@ def request_round(
 ) -> tuple[TrainingRound, bool]:
     """Queue a round for the worker; an already queued or running round is returned instead
     (one whose worker died is reclaimed first, so it is not handed back as running)."""
-    require_role(actor, Role.engineer, Role.admin, action="launch retrain rounds")
+    require_project_role(
+        session, actor, project, Role.engineer, Role.admin, action="launch retrain rounds"
+    )
     reclaim_stale_rounds(session, policy, project_id=project.id)
     existing = open_round(session, project)
     if existing is not None:
@@ -383,7 +386,11 @@ def run_round_now(
     return RoundRun(round_id, number, created, status)
 
 
-def list_rounds(session: Session, project: Project, limit: int = 20) -> list[TrainingRound]:
+def list_rounds(
+    session: Session, project: Project, actor: Actor, limit: int = 20
+) -> list[TrainingRound]:
+    """The project's latest rounds, newest first, for those who may open it."""
+    require_member(session, actor, project)
     return list(
         session.scalars(
             select(TrainingRound)

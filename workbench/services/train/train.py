@@ -50,6 +50,7 @@ from workbench.services.evaluate.members import frozen_sets, held_out_item_ids, 
 from workbench.services.evaluate.thresholds import choose_thresholds
 from workbench.services.labels.current import HUMAN_SOURCES, current_labels
 from workbench.services.labels.propagation import propagated_training_labels
+from workbench.services.membership import require_member
 from workbench.services.projects import get_project, project_settings
 from workbench.services.quality.adjudication import training_overrides
 from workbench.services.quality.aggregation import aggregate_labels
@@ -565,7 +566,9 @@ def champion(session: Session, project: Project) -> ModelVersion | None:
     )
 
 
-def list_model_versions(session: Session, project: Project) -> list[ModelVersion]:
+def list_model_versions(session: Session, project: Project, actor: Actor) -> list[ModelVersion]:
+    """The project's model versions, newest first, for those who may open it."""
+    require_member(session, actor, project)
     return list(
         session.scalars(
             select(ModelVersion)

@@ -1,4 +1,4 @@
-"""The admin page: users and roles, the policy taxonomy, project settings."""
+"""The admin page: users and roles, project members, the policy taxonomy, project settings."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from workbench.services.users import (
 )
 from workbench.ui.safe_text import escape_markdown
 from workbench.ui.state import acting, flash_and_rerun, load_project, show_error, show_flash, tx
+from workbench.ui.views.admin_members import render_members
 
 ROLES = [r.value for r in Role]
 
@@ -192,5 +193,6 @@ def render(me: SessionUser, project_name: str) -> None:
     except WorkbenchError as exc:
         show_error(exc)
         return
+    render_members(me, project_name)
     _taxonomy(me, project_name)
     _settings(me, project_name)

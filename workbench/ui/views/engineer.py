@@ -39,7 +39,7 @@ def _rounds_section(me: SessionUser, project_name: str) -> None:
         except WorkbenchError as exc:
             show_error(exc)
     with tx() as s:
-        listed = rounds.list_rounds(s, load_project(s, project_name))
+        listed = rounds.list_rounds(s, load_project(s, project_name), me.actor)
     if not listed:
         st.caption("No rounds yet.")
         return
@@ -62,10 +62,10 @@ def _rounds_section(me: SessionUser, project_name: str) -> None:
     st.button("Refresh")  # the page never waits on a round: refresh to see progress
 
 
-def _models_section(project_name: str) -> None:
+def _models_section(me: SessionUser, project_name: str) -> None:
     st.subheader("Model versions")
     with tx() as s:
-        versions = list_model_versions(s, load_project(s, project_name))
+        versions = list_model_versions(s, load_project(s, project_name), me.actor)
     if not versions:
         st.caption("No model versions yet.")
         return
@@ -166,5 +166,5 @@ def render(me: SessionUser, project_name: str) -> None:
     st.title("Engineer")
     show_flash()
     _rounds_section(me, project_name)
-    _models_section(project_name)
+    _models_section(me, project_name)
     _selection_section(me, project_name)
