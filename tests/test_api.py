@@ -205,13 +205,29 @@ def test_too_large_file_and_body_get_413(api_db: Database, monkeypatch: pytest.M
         r = httpx.post(url, data={"project": "p", "text": "x" * 30_000}, headers=_auth(token))
         assert r.status_code == 413 and r.json()["detail"]["field"] == "body", r.text
 
-        def chunks():  # no Content-Length: the limit counts the bytes as they arrive
+        def chunks(head: bytes):  # no Content-Length: the limit counts the bytes as they arrive
+            yield head
             for _ in range(30):
                 yield b"x" * 1000
 
-        for ctype in ("application/json", "multipart/form-data; boundary=b"):
-            r = httpx.post(url, content=chunks(), headers={**_auth(token), "content-type": ctype})
+        # Well-formed beginnings, so only the size can stop them (a parser that meets garbage
+        # first would refuse it as malformed before the limit is reached).
+        multipart_head = b'--b\r\nContent-Disposition: form-data; name="text"\r\n\r\n'
+        for ctype, head in (
+            ("application/json", b'{"project": "p", "text": "'),
+            ("multipart/form-data; boundary=b", multipart_head),
+        ):
+            r = httpx.post(
+                url, content=chunks(head), headers={**_auth(token), "content-type": ctype}
+            )
             assert r.status_code == 413 and r.json()["detail"]["field"] == "body", r.text
+        # A malformed multipart body is 422 naming the body, never starlette's bare 400.
+        r = httpx.post(
+            url,
+            content=b"x" * 100,
+            headers={**_auth(token), "content-type": "multipart/form-data; boundary=b"},
+        )
+        assert r.status_code == 422 and r.json()["detail"]["field"] == "body", r.text
 
 
 def test_review_decision_ingests_the_content_and_queues_it_first(api_db: Database) -> None:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workbench.api.auth import require_scope
 from workbench.api.limits import ApiLimits, ScanSlots, TooManyScans
@@ -162,7 +163,11 @@ async def _parse(request: Request, limits: ApiLimits) -> ScanRequest:
 async def _parse_form(request: Request, limits: ApiLimits) -> ScanRequest:
     try:
         form = await request.form(max_files=limits.max_files, max_fields=32)
-    except HTTPException as exc:  # starlette's 400 for a malformed multipart body
+    except StarletteHTTPException as exc:
+        # Starlette raises its own HTTPException (400) for a malformed multipart body; FastAPI's
+        # is a subclass of it, so catching FastAPI's would let the 400 through.
+        if exc.status_code == 413:
+            raise
         raise _bad(422, "body", f"malformed multipart body: {exc.detail}") from None
     values: dict[str, str] = {}
     files: list[IncomingFile] = []
