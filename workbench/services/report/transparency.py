@@ -9,6 +9,11 @@ those tables could not be found in the sources available when this was written: 
 `Indicator` texts below are ours, each naming the DSA article it answers, and must be checked
 against the template before a report is filed.
 
+Accuracy, precision and recall come from the evaluation framework's unbiased samples, in order
+of preference: a frozen evaluation set sampled from the pool, a prevalence plan's sample (both
+design-weighted), the random share of the selection mix; only failing all of them a label-file
+evaluation set, whose Contextual Information says it is not a sample of the pool.
+
 Reproducible: the same period gives the same bytes (rows sorted, no timestamps but the period).
 """
 
@@ -29,9 +34,28 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from statsmodels.stats.proportion import proportion_confint
 
-from workbench.db.models import AppealStatus, Item, ModelVersion, Project, Role
+from workbench.db.models import (
+    AppealStatus,
+    AuditEvent,
+    EnforcementDecision,
+    EvaluationMember,
+    EvaluationSet,
+    EvaluationSetKind,
+    EvaluationSetStatus,
+    Item,
+    ModelStatus,
+    ModelVersion,
+    PrevalencePlan,
+    PrevalenceSample,
+    Project,
+    Role,
+    Scan,
+    ScanDecision,
+)
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, require_role
+from workbench.services.evaluate.registry import PROMOTING, ROLLBACK
+from workbench.services.evaluate.sampling import wilson_effective
 from workbench.services.report.appeals import appeals_between
 from workbench.services.report.decisions import (
     AUTOMATED_DECISIONS,
@@ -119,15 +143,21 @@ class Row:
 @dataclass(frozen=True)
 class Estimate:
     """A proportion from a sample, with its Wilson interval; `value` None when the
-    denominator is zero (nothing to estimate)."""
+    denominator is zero (nothing to estimate). `weighted` and `n_eff` are set when the
+    sample's design weights are unequal: the design-weighted (Hajek) estimate and the Kish
+    effective sample size its Wilson interval is taken on."""
 
     successes: int
     n: int
     low: float | None
     high: float | None
+    weighted: float | None = None
+    n_eff: float | None = None
 
     @property
     def value(self) -> float | None:
+        if self.weighted is not None:
+            return self.weighted
         return self.successes / self.n if self.n else None
 
     @classmethod
@@ -137,12 +167,32 @@ class Estimate:
         low, high = proportion_confint(successes, n, alpha=1 - CONFIDENCE, method="wilson")
         return cls(successes, n, float(low), float(high))
 
+    @classmethod
+    def design(cls, hits: list[bool], weights: list[float]) -> Estimate:
+        """sum w_i hit_i / sum w_i over the sample; with equal weights exactly `of`."""
+        n = len(hits)
+        w = np.asarray(weights, dtype=np.float64)
+        successes = int(sum(hits))
+        if n == 0 or np.allclose(w, w[0]):
+            return cls.of(successes, n)
+        p = float(w[np.asarray(hits, dtype=bool)].sum() / w.sum())
+        n_eff = float(w.sum() ** 2 / (w**2).sum())
+        low, high = wilson_effective(p, n_eff, CONFIDENCE)
+        return cls(successes, n, low, high, p, n_eff)
+
     def text(self) -> str:
         return "" if self.value is None else f"{self.value:.4f}"
 
     def context(self, what: str, method: str) -> str:
         if self.value is None:
             return f"Not estimable: no {what} in the sample. {method}"
+        if self.weighted is not None:
+            return (
+                f"{self.successes}/{self.n} {what} before weighting; design-weighted estimate; "
+                f"{int(CONFIDENCE * 100)}% Wilson interval on the effective sample size "
+                f"{self.n_eff:.1f} [{self.low:.4f}, {self.high:.4f}]; sample size {self.n}. "
+                f"{method}"
+            )
         return (
             f"{self.successes}/{self.n} {what}; {int(CONFIDENCE * 100)}% Wilson interval "
             f"[{self.low:.4f}, {self.high:.4f}]; sample size {self.n}. {method}"
@@ -160,6 +210,7 @@ class MeansEvaluation:
     recall: Estimate
     sample_size: int
     by_language: dict[str, tuple[Estimate, Estimate, Estimate]]
+    method: str
 
 
 def _fmt_days(seconds: float) -> str:
@@ -257,41 +308,160 @@ def _classifier_predictions(
     return {int(i): classes[int(c)] != "none" for i, c in zip(item_ids.tolist(), top, strict=True)}
 
 
-def _sample_truth(session: Session, project: Project, start: str, end: str) -> dict[int, bool]:
-    """The unbiased sample: items the random share of the selection mix queued, labelled by
-    people in the period; truth is their majority class (ties left out), violating or not."""
-    random_items = random_sampled_items(session, project)
+@dataclass(frozen=True)
+class Sample:
+    """Items with a human verdict (violating or not) and each one's design weight (1 / its
+    inclusion probability, up to a constant), and the words that say where they came from."""
+
+    truth: dict[int, bool]
+    weights: dict[int, float]
+    method: str
+
+
+def _majority_truth(
+    session: Session, project: Project, items: set[int], start: str | None, end: str
+) -> dict[int, bool]:
+    """Items' majority class by people's labels made by `end` (from `start`, when given;
+    ties and unsure-only left out), violating or not."""
     labels = [
         lab
         for lab in counted_labels(session, project)
-        if lab.item_id in random_items and start <= lab.created_at.date().isoformat() <= end
+        if lab.item_id in items
+        and lab.created_at.date().isoformat() <= end
+        and (start is None or start <= lab.created_at.date().isoformat())
     ]
     majority = majority_training_labels([lab for lab in labels if label_class(lab) is not None])
     return {item_id: cls != "none" for item_id, (cls, _share) in majority.items()}
 
 
-def _estimates(pairs: list[tuple[bool, bool]]) -> tuple[Estimate, Estimate, Estimate]:
-    tp = sum(1 for p, t in pairs if p and t)
-    fp = sum(1 for p, t in pairs if p and not t)
-    fn = sum(1 for p, t in pairs if not p and t)
-    correct = sum(1 for p, t in pairs if p == t)
+def _set_sample(session: Session, es: EvaluationSet, method: str) -> Sample:
+    members = list(
+        session.scalars(
+            select(EvaluationMember).where(
+                EvaluationMember.set_id == es.id, EvaluationMember.reference.is_not(None)
+            )
+        )
+    )
+    # A sampled set records each stratum's pool size (sets.py `stratum_sizes`); weight N_h/n_h.
+    # Older sets do not: their allocation is proportional, so the sample is self-weighting
+    # (up to rounding) and equal weights are the design's.
+    sizes = (es.source or {}).get("stratum_sizes") or {}
+    drawn = Counter(m.stratum for m in members)
+    weights = {
+        m.item_id: float(sizes[m.stratum]) / drawn[m.stratum] if m.stratum in sizes else 1.0
+        for m in members
+    }
+    truth = {m.item_id: m.reference != "none" for m in members}
+    return Sample(truth, weights, method)
+
+
+def unbiased_sample(session: Session, project: Project, start: str, end: str) -> Sample | None:
+    """The sample the accuracy figures come from, in order of preference:
+
+    1. the newest frozen evaluation set sampled from the pool (`evalset sample`: stratified
+       random, design-weighted), frozen by the period's end;
+    2. the newest prevalence plan drawn by the period's end (stratified by score, weighted by
+       1 / inclusion probability), its items' human verdicts by the period's end;
+    3. the random share of the selection mix (uniform), labelled in the period;
+    4. failing all, the newest frozen label-file set: NOT a sample of the pool, said so.
+    """
+    end_at = datetime.fromisoformat(end + "T23:59:59.999999+00:00")
+    frozen = [
+        es
+        for es in session.scalars(
+            select(EvaluationSet)
+            .where(
+                EvaluationSet.project_id == project.id,
+                EvaluationSet.status == EvaluationSetStatus.frozen,
+            )
+            .order_by(EvaluationSet.frozen_at.desc(), EvaluationSet.id.desc())
+        )
+        if es.frozen_at is not None and es.frozen_at <= end_at
+    ]
+    sampled = [es for es in frozen if es.kind == EvaluationSetKind.sample]
+    if sampled:
+        es = sampled[0]
+        weighted = "weighted by N_h / n_h per stratum" if (es.source or {}).get(
+            "stratum_sizes") else "proportional allocation, so self-weighting"  # fmt: skip
+        return _set_sample(session, es, (
+            f"Method: evaluation set '{es.name}' v{es.version}, a stratified random sample "
+            f"(language x modality; {weighted}) of the pool's unlabelled items, drawn by "
+            "`workbench evalset sample` and frozen once reviewed; each member's final label "
+            "is compared with the means' call (violating or not)."
+        ))  # fmt: skip
+    plan = session.scalar(
+        select(PrevalencePlan)
+        .where(PrevalencePlan.project_id == project.id, PrevalencePlan.created_at <= end_at)
+        .order_by(PrevalencePlan.created_at.desc(), PrevalencePlan.id.desc())
+        .limit(1)
+    )
+    if plan is not None:
+        drawn = {
+            int(i): float(pi)
+            for i, pi in session.execute(
+                select(PrevalenceSample.item_id, PrevalenceSample.inclusion_probability).where(
+                    PrevalenceSample.plan_id == plan.id
+                )
+            )
+        }
+        truth = _majority_truth(session, project, set(drawn), None, end)
+        if truth:
+            return Sample(truth, {i: 1.0 / drawn[i] for i in truth}, (
+                f"Method: prevalence plan {plan.id} (policy {plan.policy}), a random sample "
+                "of the pool stratified by the champion's score, each item weighted by 1 / "
+                "its inclusion probability; reviewed items' human labels by the period's end "
+                "(majority, ties left out) are compared with the means' call (violating or "
+                "not); items not reviewed yet are left out."
+            ))  # fmt: skip
+    random_items = random_sampled_items(session, project)
+    truth = _majority_truth(session, project, random_items, start, end)
+    if truth:
+        return Sample(truth, dict.fromkeys(truth, 1.0), METHOD)
+    files = [es for es in frozen if es.kind == EvaluationSetKind.labels_file]
+    if files:
+        es = files[0]
+        return _set_sample(session, es, (
+            f"Method: evaluation set '{es.name}' v{es.version}, made from a label file. It is "
+            "NOT an unbiased sample of the pool (no evaluation set sampled with `workbench "
+            "evalset sample`, prevalence plan or random-strategy labels exist for the "
+            "period): these figures describe that set only. Each member's reference label is "
+            "compared with the means' call (violating or not)."
+        ))  # fmt: skip
+    return None
+
+
+def _estimates(
+    pairs: list[tuple[bool, bool]], weights: list[float]
+) -> tuple[Estimate, Estimate, Estimate]:
+    flagged = [(t, w) for (p, t), w in zip(pairs, weights, strict=True) if p]
+    violating = [(p, w) for (p, t), w in zip(pairs, weights, strict=True) if t]
     return (
-        Estimate.of(correct, len(pairs)),
-        Estimate.of(tp, tp + fp),
-        Estimate.of(tp, tp + fn),
+        Estimate.design([p == t for p, t in pairs], weights),
+        Estimate.design([t for t, _ in flagged], [w for _, w in flagged]),
+        Estimate.design([p for p, _ in violating], [w for _, w in violating]),
     )
 
 
-def evaluate_automated_means(
-    session: Session, project: Project, start: str, end: str
-) -> list[MeansEvaluation]:
-    """Each automated means in use at the period's end, against the unbiased sample.
-
-    The means here is the classifier head: the newest model version trained by the period's
-    end (its calls rank items into review). The scan's blocks are not evaluated yet: their
-    negatives (items scanned and let through) are not recorded in this database.
-    """
-    end_at = datetime.fromisoformat(end + "T23:59:59.999999+00:00")
+def champion_at(session: Session, project: Project, at: datetime) -> ModelVersion | None:
+    """The champion at `at`: the promotions and rollbacks audited by then replayed as
+    `registry.champion_history` does; without any, the current champion if trained by then,
+    else the newest version trained by then (a project whose models predate the audit)."""
+    stack: list[int] = []
+    for ev in session.scalars(
+        select(AuditEvent)
+        .where(
+            AuditEvent.project_id == project.id,
+            AuditEvent.action.in_([*PROMOTING, ROLLBACK]),
+            AuditEvent.entity_type == "model_version",
+            AuditEvent.at <= at,
+        )
+        .order_by(AuditEvent.id)
+    ):
+        if ev.action == ROLLBACK:
+            if stack:
+                stack.pop()
+        elif ev.details.get("promoted") and ev.entity_id is not None:
+            stack.append(int(ev.entity_id))
     models = [
         m
         for m in session.scalars(
@@ -299,28 +469,57 @@ def evaluate_automated_means(
             .where(ModelVersion.project_id == project.id)
             .order_by(ModelVersion.version.desc())
         )
-        if m.created_at <= end_at
+        if m.created_at <= at
     ]
-    if not models:
+    if stack:
+        return next((m for m in models if m.version == stack[-1]), None)
+    current = [m for m in models if m.status == ModelStatus.champion]
+    return (current or models or [None])[0]
+
+
+def evaluate_automated_means(
+    session: Session, project: Project, start: str, end: str
+) -> list[MeansEvaluation]:
+    """Each automated means in use at the period's end, against the unbiased sample.
+
+    The means here is the classifier head: the champion at the period's end (its calls rank
+    items into review). The scan's blocks are not evaluated yet: their negatives (items scanned
+    and let through) are not recorded in this database.
+    """
+    end_at = datetime.fromisoformat(end + "T23:59:59.999999+00:00")
+    model = champion_at(session, project, end_at)
+    if model is None:
         return []
-    model = models[0]
     predictions = _classifier_predictions(model)
     if predictions is None:
         return []
-    truth = _sample_truth(session, project, start, end)
-    pairs = {i: (predictions[i], t) for i, t in sorted(truth.items()) if i in predictions}
+    sample = unbiased_sample(session, project, start, end)
+    if sample is None:
+        return []
+    scored = [i for i in sorted(sample.truth) if i in predictions]
+    pairs = {i: (predictions[i], sample.truth[i]) for i in scored}
     languages = {
         item_id: language
         for item_id, language in session.execute(
             select(Item.id, Item.language).where(Item.id.in_(list(pairs)))
         )
     }
-    by_language: dict[str, list[tuple[bool, bool]]] = {}
-    for item_id, pair in pairs.items():
+    by_language: dict[str, list[int]] = {}
+    for item_id in pairs:
         code = content_language(languages.get(item_id))
         if code:
-            by_language.setdefault(code, []).append(pair)
-    acc, prec, rec = _estimates(list(pairs.values()))
+            by_language.setdefault(code, []).append(item_id)
+    method = sample.method
+    if len(scored) < len(sample.truth):
+        method += (
+            f" {len(sample.truth) - len(scored)} sampled item(s) without a score from the "
+            "model are left out."
+        )
+
+    def of(ids: list[int]) -> tuple[Estimate, Estimate, Estimate]:
+        return _estimates([pairs[i] for i in ids], [sample.weights[i] for i in ids])
+
+    acc, prec, rec = of(scored)
     return [
         MeansEvaluation(
             name=f"classifier v{model.version} ({model.head})",
@@ -330,10 +529,11 @@ def evaluate_automated_means(
             recall=rec,
             sample_size=len(pairs),
             by_language={
-                code: _estimates(items)
-                for code, items in sorted(by_language.items())
-                if len(items) >= MIN_LANGUAGE_SAMPLE
+                code: of(ids)
+                for code, ids in sorted(by_language.items())
+                if len(ids) >= MIN_LANGUAGE_SAMPLE
             },
+            method=method,
         )
     ]
 
@@ -345,13 +545,46 @@ METHOD = (
 )
 
 
+def uncategorised_blocks(session: Session, project: Project, start: str, end: str) -> int:
+    """Catalogue-sweep blocks in the period that made no enforcement decision: hash-bank
+    matches name no policy (sweep.py `blocks_without_policy`), so they have no category."""
+    recorded = set(
+        session.scalars(
+            select(EnforcementDecision.scan_ref).where(
+                EnforcementDecision.project_id == project.id,
+                EnforcementDecision.scan_ref.is_not(None),
+            )
+        )
+    )
+    start_at = datetime.fromisoformat(start + "T00:00:00+00:00")
+    end_at = datetime.fromisoformat(end + "T23:59:59.999999+00:00")
+    blocks = session.scalars(
+        select(Scan.id).where(
+            Scan.project_id == project.id,
+            Scan.source == "sweep",
+            Scan.decision == ScanDecision.block,
+            Scan.created_at >= start_at,
+            Scan.created_at <= end_at,
+        )
+    )
+    return sum(1 for scan_id in blocks if f"scan-{scan_id}" not in recorded)
+
+
 def _automated(session: Session, project: Project, start: str, end: str) -> list[Row]:
     decisions = decisions_between(session, project, start, end)
     solely = sum(1 for d in decisions if d.automated_decision == "fully")
+    bank = uncategorised_blocks(session, project, start, end)
     s = SECTION_AUTOMATED
     out = [
         Row(PLATFORMS, s, "Number of measures taken solely by automated means (Art. 15(1)(e))",
-            "Total", str(solely), "Decisions whose automated_decision is fully automated."),
+            "Total", str(solely + bank),
+            f"Decisions whose automated_decision is fully automated ({solely}), plus catalogue-"
+            f"sweep blocks on a hash-bank match ({bank}), which name no policy, so make no "
+            "enforcement decision and have no category in the other sections."),
+        Row(PLATFORMS, s, "Number of hash-bank blocks (measures taken solely by automated "
+            "means, without a category)", "Total", str(bank),
+            "Items a catalogue sweep blocked on a hash-bank match in the period; counted in "
+            "the total above, not in the own-initiative counts by category."),
         Row(PLATFORMS, s, "Number of measures not taken solely by automated means", "Total",
             str(len(decisions) - solely),
             "Partially automated or not automated decisions (a person decided)."),
@@ -365,7 +598,7 @@ def _automated(session: Session, project: Project, start: str, end: str) -> list
         ):
             out.append(
                 Row(PLATFORMS, s, f"{what} of the automated means (Art. 42(2)(c), 15(1)(e))",
-                    scope, est.text(), est.context(unit, METHOD))
+                    scope, est.text(), est.context(unit, ev.method))
             )  # fmt: skip
         for code, (acc, prec, rec) in ev.by_language.items():
             for what, est, unit in (
@@ -376,7 +609,7 @@ def _automated(session: Session, project: Project, start: str, end: str) -> list
                 out.append(
                     Row(PLATFORMS, s, f"{what} of the automated means, per language",
                         f"{scope}; content_language={code}", est.text(),
-                        est.context(unit, METHOD))
+                        est.context(unit, ev.method))
                 )  # fmt: skip
     return out
 
@@ -479,12 +712,16 @@ def qualitative_draft(report: Report) -> str:
         "",
         "## How the indicators are estimated",
         "",
-        METHOD,
+        *([ev.method for ev in report.means] or [METHOD]),
         f"Intervals are {int(CONFIDENCE * 100)}% Wilson score intervals "
-        "(statsmodels `proportion_confint`). Languages with fewer than "
+        "(statsmodels `proportion_confint`); a design-weighted figure (a stratified sample "
+        "whose items had unequal chances) takes its interval on Kish's effective sample size "
+        "(sum w)^2 / sum w^2. Languages with fewer than "
         f"{MIN_LANGUAGE_SAMPLE} sampled items get no separate figure.",
         "",
-        "## Safeguards",
+        # The qualitative template's indicator wording, as quoted by Covington's Global Policy
+        # Watch (https://www.globalpolicywatch.com/author/mhansen/, on 2024/2835's Annex I).
+        "## Safeguards applied to the use of automated means",
         "",
         f"- Measures taken solely by automated means in the period: "
         f"{report.value('Number of measures taken solely')}; not solely automated: "

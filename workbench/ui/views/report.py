@@ -62,11 +62,14 @@ def render(me: SessionUser, project_name: str) -> None:
     accuracy = charts.accuracy_frame(report)
     if accuracy.empty:
         st.caption(
-            "Nothing to estimate for this period: no model version trained by its end, or no "
-            "items of the random share labelled in it."
+            "Nothing to estimate for this period: no champion model by its end, or no sample "
+            "with human labels (a sampled evaluation set, a prevalence plan, or items of the "
+            "random share labelled in it)."
         )
     else:
         st.altair_chart(charts.accuracy_chart(accuracy))
+        for ev in report.means:
+            st.caption(f"{ev.name}: {ev.method}")
 
     st.subheader("All figures")
     table = pd.DataFrame(
