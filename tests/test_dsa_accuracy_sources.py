@@ -44,7 +44,8 @@ def fixture_db(db: Database, tmp_path: Path) -> Database:
     return db
 
 
-SCOPE = "automated means=classifier v1 (logistic)"
+SCOPE = "Total number"
+ACC = "Accuracy of the automated means - "
 # The fixture's classifier calls on sampled item n (test_dsa_report.build_fixture).
 CALLS = [(n % 4 == 0 and n != 8) or n % 10 == 3 for n in range(40)]
 
@@ -61,17 +62,17 @@ def _context(rows: list[dict[str, str]], indicator: str) -> str:
 
 def _check_weighted(rows: list[dict[str, str]], truth: list[bool], pred: list[bool],
                     w: np.ndarray) -> None:  # fmt: skip
-    assert float(_value(rows, "Accuracy of", SCOPE)) == pytest.approx(
+    assert float(_value(rows, ACC + "Accuracy", SCOPE)) == pytest.approx(
         accuracy_score(truth, pred, sample_weight=w), abs=5e-5)  # fmt: skip
-    assert float(_value(rows, "Precision of", SCOPE)) == pytest.approx(
+    assert float(_value(rows, ACC + "Precision", SCOPE)) == pytest.approx(
         precision_score(truth, pred, sample_weight=w), abs=5e-5)  # fmt: skip
-    assert float(_value(rows, "Recall of", SCOPE)) == pytest.approx(
+    assert float(_value(rows, ACC + "Recall", SCOPE)) == pytest.approx(
         recall_score(truth, pred, sample_weight=w), abs=5e-5)  # fmt: skip
     # The accuracy's interval: Wilson on Kish's effective sample size.
     p = accuracy_score(truth, pred, sample_weight=w)
     n_eff = w.sum() ** 2 / (w**2).sum()
     low, high = proportion_confint(p * n_eff, n_eff, alpha=0.05, method="wilson")
-    context = _context(rows, "Accuracy of")
+    context = _context(rows, ACC + "Accuracy")
     assert f"effective sample size {n_eff:.1f} [{low:.4f}, {high:.4f}]" in context
     assert f"sample size {len(truth)}." in context
 
@@ -97,7 +98,7 @@ def test_a_sampled_evaluation_set_is_preferred_and_weighted_by_its_strata(
     truth = [n % 4 == 0 for n in range(40)]
     w = np.array([100 / 25 if n < 25 else 10 / 15 for n in range(40)])
     _check_weighted(rows, truth, CALLS, w)
-    assert "evaluation set 'pool' v1, a stratified random sample" in _context(rows, "Recall of")
+    assert "evaluation set 'pool' v1, a stratified random sample" in _context(rows, ACC + "Recall")
 
 
 def test_a_prevalence_plan_is_weighted_by_inclusion_probabilities(
@@ -121,7 +122,7 @@ def test_a_prevalence_plan_is_weighted_by_inclusion_probabilities(
     ns = range(1, 40)
     w = np.array([2.0 if n % 2 == 0 else 10.0 for n in ns])
     _check_weighted(rows, [n % 4 == 0 for n in ns], [CALLS[n] for n in ns], w)
-    assert f"prevalence plan {plan.id} (policy spam)" in _context(rows, "Accuracy of")
+    assert f"prevalence plan {plan.id} (policy spam)" in _context(rows, ACC + "Accuracy")
 
 
 def test_without_a_sample_a_label_file_set_is_used_and_said_not_to_be_one(
@@ -144,9 +145,9 @@ def test_without_a_sample_a_label_file_set_is_used_and_said_not_to_be_one(
     _write(fixture_db, tmp_path)
     rows = _rows(tmp_path / "automated_means.csv")
     truth, pred = [n % 2 == 0 for n in range(10)], CALLS[:10]
-    assert float(_value(rows, "Accuracy of", SCOPE)) == pytest.approx(
+    assert float(_value(rows, ACC + "Accuracy", SCOPE)) == pytest.approx(
         accuracy_score(truth, pred), abs=5e-5)  # fmt: skip
-    assert "NOT an unbiased sample of the pool" in _context(rows, "Accuracy of")
+    assert "NOT an unbiased sample of the pool" in _context(rows, ACC + "Accuracy")
 
 
 def test_sweep_blocks_without_a_policy_count_as_solely_automated_measures(
@@ -164,8 +165,10 @@ def test_sweep_blocks_without_a_policy_count_as_solely_automated_measures(
     rows = _rows(tmp_path / "automated_means.csv")
     assert {r["Reporting period (YYYY-MM-DD/YYYY-MM-DD)"] for r in rows} == {PERIOD}
     # One fully automated decision (the fixture's scan) plus the one sweep block in the period.
-    assert _value(rows, "Number of measures taken solely by automated means (") == "2"
-    assert _value(rows, "Number of hash-bank blocks") == "1"
+    assert _value(rows, "Number of measures solely taken by automated means ", SCOPE) == "2"
+    (context,) = [r["Contextual Information"] for r in rows
+                  if r["Indicator"].startswith("Number of measures solely")]  # fmt: skip
+    assert "fully automated (1), plus catalogue-sweep blocks on a hash-bank match (1)" in context
 
 
 def test_the_means_evaluated_is_the_champion_at_the_periods_end(
@@ -189,8 +192,9 @@ def test_the_means_evaluated_is_the_champion_at_the_periods_end(
                              entity_type="model_version", entity_id=str(version),
                              details={"promoted": promoted}))  # fmt: skip
     _write(fixture_db, tmp_path)
-    scopes = {r["Scope"] for r in _rows(tmp_path / "automated_means.csv")}
-    assert SCOPE in scopes and not any("v2" in scope for scope in scopes)
+    contexts = [r["Contextual Information"] for r in _rows(tmp_path / "automated_means.csv")]
+    assert any("classifier v1" in c for c in contexts)
+    assert not any("classifier v2" in c for c in contexts)
     # A period that ends after the promotion evaluates v2.
     with fixture_db.sessions() as s:
         p = s.scalar(select(Project).where(Project.name == "dsa"))

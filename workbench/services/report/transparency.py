@@ -2,12 +2,16 @@
 Regulation (EU) 2024/2835 that the workbench's decisions, appeals and labels can fill, as CSV
 rows with the template's columns, and a draft of the qualitative description of accuracy.
 
-Sections are named as in the regulation's Annex I (quantitative template 1.4, 1.5.1 and 1.6;
-headings checked against the table of contents of 32024R2835 at
-https://lexaris.io/library/tableofcontents/6269055). The wording of each indicator row inside
-those tables could not be found in the sources available when this was written: the
-`Indicator` texts below are ours, each naming the DSA article it answers, and must be checked
-against the template before a report is filed.
+Parts 7 (internal complaints) and 8 (automated means) use the Commission's CSV templates'
+Applicability, Section, Indicator and Scope wording exactly, as shipped in
+github.com/johnou/dsa-transparency-report-generator (commit 338c3d5a,
+src/main/resources/4_EN_Annex_I__Templates_for_Transparency_Reports_CSV_Part_7_appeals_and_
+recidivism.csv, ..._Part_8_automated_means.csv; the draft's headings from ..._Part_11_
+qualitative.csv). Rows the template does not have (complaints
+decided, share reversed) keep the workbench's own wording. The own-initiative section (Parts 5
+and 6 are wide tables, one row per category and one column per restriction) is still given as
+long rows in the workbench's own wording, headed as in the regulation's table of contents
+(https://lexaris.io/library/tableofcontents/6269055), and must be checked before filing.
 
 Accuracy, precision and recall come from the evaluation framework's unbiased samples, in order
 of preference: a frozen evaluation set sampled from the pool, a prevalence plan's sample (both
@@ -85,16 +89,19 @@ SECTION_OWN_INITIATIVE = (
     "1.4 Article 15(1)(c). Meaningful and comprehensible information on own-initiative "
     "content moderation"
 )
-SECTION_COMPLAINTS = (
-    "1.5.1 Internal complaints mechanism, out-of-court dispute settlement bodies and "
-    "suspensions imposed on repeated offenders"
-)
-SECTION_AUTOMATED = (
-    "1.6 Article 15(1)(b)(c)(e) and Article 42(2)(c). Use of automated means for content "
-    "moderation and indicators of accuracy"
-)
+# Parts 7 and 8 of Annex I's CSV templates, word for word (see the module docstring), trailing
+# blanks included where the template has them.
+SECTION_COMPLAINTS = "Internal complaints mechanism"
+SECTION_AUTOMATED = "Use of automated means for content moderation"
+ALL = "All"
+PLATFORMS = "Only for providers of online platforms"
+VLOPS = "Only for VLOPs"
+TOTAL = "Total number"
+COMPLAINTS = "Number of complaints submitted to the internal-complaints mechanism"
+SOLELY_AUTOMATED = "Number of measures solely taken by automated means "
+NOT_AUTOMATED = "Number of measures not taken by automated means"
+ACCURACY = "Accuracy of the automated means - "  # + Accuracy, Precision or Recall
 ALL_PROVIDERS = "Providers of intermediary services"
-PLATFORMS = "Providers of online platforms"
 CONFIDENCE = 0.95
 # Per-language figures only where the unbiased sample holds at least this many items.
 MIN_LANGUAGE_SAMPLE = 20
@@ -266,22 +273,23 @@ def _complaints(session: Session, project: Project, start: str, end: str) -> lis
     waits = [(a.decided_at - a.filed_at).total_seconds() for a in decided if a.decided_at]
     share = Estimate.of(len(reversed_), len(decided))
     out = [
-        Row(PLATFORMS, s, "Number of complaints received through the internal complaint-"
-            "handling system (Art. 15(1)(d), Art. 20)", "Total", str(len(appeals)),
+        Row(ALL, s, COMPLAINTS, TOTAL, str(len(appeals)),
             "Complaints filed in the period against enforcement decisions."),
-        Row(PLATFORMS, s, "Number of complaints decided", "Total", str(len(decided)),
+        Row(PLATFORMS, s, COMPLAINTS, "Decisions upheld", str(len(decided) - len(reversed_)),
+            ""),
+        Row(PLATFORMS, s, COMPLAINTS, "Decisions partially reversed", "0",
+            "The workbench's re-review upholds or reverses a decision; it has no partial "
+            "outcome."),
+        Row(PLATFORMS, s, COMPLAINTS, "Decisions reversed", str(len(reversed_)), ""),
+        Row(PLATFORMS, s, COMPLAINTS, "Median time", _fmt_days(median(waits)) if waits else "",
+            "In days, from filing to the re-review's outcome." if waits
+            else "Not estimable: no complaint decided."),
+        # Not in the template: the workbench's own rows.
+        Row(PLATFORMS, s, "Number of complaints decided", TOTAL, str(len(decided)),
             f"{len(appeals) - len(decided)} still open at the time of the report."),
-        Row(PLATFORMS, s, "Number of decisions upheld after a complaint", "Total",
-            str(len(decided) - len(reversed_)), ""),
-        Row(PLATFORMS, s, "Number of decisions reversed after a complaint", "Total",
-            str(len(reversed_)), ""),
-        Row(PLATFORMS, s, "Share of complaints where the decision was reversed", "Total",
+        Row(PLATFORMS, s, "Share of complaints where the decision was reversed", TOTAL,
             share.text(), share.context("decided complaints reversed",
                                         "Decimal between 0 and 1.")),
-        Row(PLATFORMS, s, "Median time to decide a complaint (days)", "Total",
-            _fmt_days(median(waits)) if waits else "",
-            "From filing to the re-review's outcome, in days." if waits
-            else "Not estimable: no complaint decided."),
     ]  # fmt: skip
     return out
 
@@ -576,41 +584,26 @@ def _automated(session: Session, project: Project, start: str, end: str) -> list
     bank = uncategorised_blocks(session, project, start, end)
     s = SECTION_AUTOMATED
     out = [
-        Row(PLATFORMS, s, "Number of measures taken solely by automated means (Art. 15(1)(e))",
-            "Total", str(solely + bank),
+        Row(ALL, s, SOLELY_AUTOMATED, TOTAL, str(solely + bank),
             f"Decisions whose automated_decision is fully automated ({solely}), plus catalogue-"
-            f"sweep blocks on a hash-bank match ({bank}), which name no policy, so make no "
-            "enforcement decision and have no category in the other sections."),
-        Row(PLATFORMS, s, "Number of hash-bank blocks (measures taken solely by automated "
-            "means, without a category)", "Total", str(bank),
-            "Items a catalogue sweep blocked on a hash-bank match in the period; counted in "
-            "the total above, not in the own-initiative counts by category."),
-        Row(PLATFORMS, s, "Number of measures not taken solely by automated means", "Total",
-            str(len(decisions) - solely),
+            f"sweep blocks on a hash-bank match ({bank}): those name no policy, so they make no "
+            "enforcement decision and have no category in the own-initiative counts."),
+        Row(ALL, s, NOT_AUTOMATED, TOTAL, str(len(decisions) - solely),
             "Partially automated or not automated decisions (a person decided)."),
     ]  # fmt: skip
     for ev in evaluate_automated_means(session, project, start, end):
-        scope = f"automated means={ev.name}"
-        for what, est, unit in (
-            ("Accuracy", ev.accuracy, "sampled items classified correctly"),
-            ("Precision", ev.precision, "flagged items that people judged violating"),
-            ("Recall", ev.recall, "violating items that the means flagged"),
-        ):
-            out.append(
-                Row(PLATFORMS, s, f"{what} of the automated means (Art. 42(2)(c), 15(1)(e))",
-                    scope, est.text(), est.context(unit, ev.method))
-            )  # fmt: skip
+        estimates = (("Accuracy", ev.accuracy, "sampled items classified correctly"),
+                     ("Precision", ev.precision, "flagged items that people judged violating"),
+                     ("Recall", ev.recall, "violating items that the means flagged"))  # fmt: skip
+        for what, est, unit in estimates:
+            context = f"Automated means: {ev.name}. " + est.context(unit, ev.method)
+            out.append(Row(ALL, s, ACCURACY + what, TOTAL, est.text(), context))
         for code, (acc, prec, rec) in ev.by_language.items():
-            for what, est, unit in (
-                ("Accuracy", acc, "sampled items classified correctly"),
-                ("Precision", prec, "flagged items that people judged violating"),
-                ("Recall", rec, "violating items that the means flagged"),
-            ):
-                out.append(
-                    Row(PLATFORMS, s, f"{what} of the automated means, per language",
-                        f"{scope}; content_language={code}", est.text(),
-                        est.context(unit, ev.method))
-                )  # fmt: skip
+            for what, est, unit in zip(("Accuracy", "Precision", "Recall"), (acc, prec, rec),
+                                       (u for _, _, u in estimates), strict=True):  # fmt: skip
+                out.append(Row(VLOPS, s, ACCURACY + what, code.lower(), est.text(),
+                               f"Automated means: {ev.name}; content language {code}. "
+                               + est.context(unit, ev.method)))  # fmt: skip
     return out
 
 
@@ -644,9 +637,11 @@ class Report:
             )  # fmt: skip
         return buf.getvalue().encode()
 
-    def value(self, indicator_start: str, scope: str = "Total") -> str:
+    def value(self, indicator_start: str, scope: str | None = None) -> str:
+        """The first row's value whose indicator starts so, in `scope` (the total by default)."""
+        scopes = (scope,) if scope is not None else ("Total", TOTAL)
         for r in self.rows:
-            if r.indicator.startswith(indicator_start) and r.scope == scope:
+            if r.indicator.startswith(indicator_start) and r.scope in scopes:
                 return r.value
         return ""
 
@@ -684,7 +679,8 @@ def qualitative_draft(report: Report) -> str:
         f"Reporting period: {report.period}. DRAFT generated by the workbench; edit before "
         "publishing.",
         "",
-        "## Automated means and their purposes",
+        # Headings: Part 11 (qualitative template) indicators, word for word (module docstring).
+        "## Qualitative description of the automated means",
         "",
     ]
     if not report.means:
@@ -710,7 +706,8 @@ def qualitative_draft(report: Report) -> str:
             lines.append(f"  - Accuracy per language: {langs}.")
     lines += [
         "",
-        "## How the indicators are estimated",
+        "## Qualitative description of indicators of accuracy and possible rate of error of "
+        "automated means",
         "",
         *([ev.method for ev in report.means] or [METHOD]),
         f"Intervals are {int(CONFIDENCE * 100)}% Wilson score intervals "
@@ -719,17 +716,15 @@ def qualitative_draft(report: Report) -> str:
         "(sum w)^2 / sum w^2. Languages with fewer than "
         f"{MIN_LANGUAGE_SAMPLE} sampled items get no separate figure.",
         "",
-        # The qualitative template's indicator wording, as quoted by Covington's Global Policy
-        # Watch (https://www.globalpolicywatch.com/author/mhansen/, on 2024/2835's Annex I).
         "## Safeguards applied to the use of automated means",
         "",
         f"- Measures taken solely by automated means in the period: "
-        f"{report.value('Number of measures taken solely')}; not solely automated: "
-        f"{report.value('Number of measures not taken solely')}.",
-        f"- Complaints received: {report.value('Number of complaints received')}; "
-        f"reversed: {report.value('Number of decisions reversed')} (share "
+        f"{report.value(SOLELY_AUTOMATED)}; not solely automated: "
+        f"{report.value(NOT_AUTOMATED)}.",
+        f"- Complaints received: {report.value(COMPLAINTS)}; "
+        f"reversed: {report.value(COMPLAINTS, 'Decisions reversed')} (share "
         f"{report.value('Share of complaints') or 'not estimable'}); median time to decide "
-        f"{report.value('Median time to decide') or 'not estimable'} days.",
+        f"{report.value(COMPLAINTS, 'Median time') or 'not estimable'} days.",
         "- Every complaint is re-reviewed by a person other than the one who decided.",
         "- [Describe here the human oversight of automated means, thresholds and escalation.]",
         "",
