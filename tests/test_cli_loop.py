@@ -4,6 +4,7 @@ worker and models run on it, and embed on a small project of its own."""
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import stat
@@ -30,6 +31,7 @@ from workbench.db.models import (
     QueueEntry,
 )
 from workbench.services.demo import DEMO_PROJECT, DEMO_USERS
+from workbench.services.report.transparency import default_period
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sample"
 
@@ -100,6 +102,23 @@ def test_demo_sets_up_a_trained_project_and_a_second_run_changes_nothing(loop: L
     before = CLI().json("status", "-p", DEMO_PROJECT)
     again = CLI().json("demo", "--fixtures", str(FIXTURES), "--no-serve")
     assert again["status"] == before and again["users"] == users
+
+
+def test_the_demos_dsa_report_has_accuracy_figures(loop: Loop, tmp_path: Path) -> None:
+    with loop.db.sessions() as s:
+        period = default_period(s, s.scalar(select(Project).where(Project.name == DEMO_PROJECT)))
+    out = tmp_path / "report"
+    CLI().json("dsa", "report", "-p", DEMO_PROJECT, "--period", period, "--out", str(out))
+    with (out / "automated_means.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh)
+                if r["Indicator"] == "Accuracy of the automated means - Accuracy"]  # fmt: skip
+    # The whole sample, then English (the only language with enough items for a figure).
+    assert [r["Scope"] for r in rows] == ["Total number", "en"]
+    assert all(0.0 <= float(r["Value"]) <= 1.0 for r in rows)
+    # The demo's only evaluation set is made from a label file: the report says it is not a
+    # sample of the pool.
+    assert "evaluation set 'golden'" in rows[0]["Contextual Information"]
+    assert "NOT an unbiased sample" in rows[0]["Contextual Information"]
 
 
 def test_status_counts_what_the_database_holds(loop: Loop) -> None:

@@ -204,16 +204,19 @@ def test_counts_agree_with_the_database(fixture_db: Database, tmp_path: Path) ->
         assert _value(rows, "Number of own-initiative measures by category",
                       "category=STATEMENT_CATEGORY_SCAMS_AND_FRAUD") == str(
                           count(EnforcementDecision.category == "SCAMS_AND_FRAUD"))  # fmt: skip
-        assert _value(rows, "Number of measures taken solely by automated means") == str(
-            count(EnforcementDecision.automated_decision == "fully")
-        )
+        assert _value(rows, "Number of measures solely taken by automated means ",
+                      "Total number") == str(
+                          count(EnforcementDecision.automated_decision == "fully"))  # fmt: skip
         appeals_n = s.scalar(select(func.count()).select_from(DecisionAppeal)) or 0
         reversed_n = s.scalar(select(func.count()).select_from(DecisionAppeal).where(
             DecisionAppeal.status == AppealStatus.reversed)) or 0  # fmt: skip
-    assert _value(rows, "Number of complaints received") == str(appeals_n) == "2"
-    assert _value(rows, "Number of decisions reversed") == str(reversed_n) == "1"
-    assert _value(rows, "Share of complaints where the decision was reversed") == "0.5000"
-    assert _value(rows, "Median time to decide a complaint") == "2.00"
+    complaints = "Number of complaints submitted to the internal-complaints mechanism"
+    assert _value(rows, complaints, "Total number") == str(appeals_n) == "2"
+    assert _value(rows, complaints, "Decisions reversed") == str(reversed_n) == "1"
+    assert _value(rows, complaints, "Decisions upheld") == "1"
+    assert _value(rows, "Share of complaints where the decision was reversed",
+                  "Total number") == "0.5000"  # fmt: skip
+    assert _value(rows, complaints, "Median time") == "2.00"
 
 
 def test_accuracy_precision_recall_agree_with_sklearn_and_statsmodels(
@@ -224,23 +227,23 @@ def test_accuracy_precision_recall_agree_with_sklearn_and_statsmodels(
     # The sample: 40 random items; s0 has alice violating and carol not (a tie: left out).
     truth = [n % 4 == 0 for n in range(1, 40)]
     pred = [(n % 4 == 0 and n != 8) or n % 10 == 3 for n in range(1, 40)]
-    scope = "automated means=classifier v1 (logistic)"
-    assert float(_value(rows, "Accuracy of", scope)) == pytest.approx(
+    scope, ACC = "Total number", "Accuracy of the automated means - "
+    assert float(_value(rows, ACC + "Accuracy", scope)) == pytest.approx(
         accuracy_score(truth, pred), abs=5e-5)  # fmt: skip
-    assert float(_value(rows, "Precision of", scope)) == pytest.approx(
+    assert float(_value(rows, ACC + "Precision", scope)) == pytest.approx(
         precision_score(truth, pred), abs=5e-5)  # fmt: skip
-    assert float(_value(rows, "Recall of", scope)) == pytest.approx(
+    assert float(_value(rows, ACC + "Recall", scope)) == pytest.approx(
         recall_score(truth, pred), abs=5e-5)  # fmt: skip
     tp = sum(t and q for t, q in zip(truth, pred, strict=True))
     low, high = proportion_confint(tp, sum(pred), alpha=0.05, method="wilson")
     (context,) = [r["Contextual Information"] for r in rows
-                  if r["Indicator"].startswith("Precision of") and r["Scope"] == scope]  # fmt: skip
+                  if r["Indicator"].endswith("- Precision") and r["Scope"] == scope]  # fmt: skip
     assert f"[{low:.4f}, {high:.4f}]" in context and f"sample size {sum(pred)}" in context
     assert "random" in context
     # English has 24 sampled items with a majority (>= 20): its own figures; German has 15.
-    languages = {r["Scope"].split("content_language=")[-1] for r in rows
-                 if "content_language=" in r["Scope"]}  # fmt: skip
-    assert languages == {"EN"}
+    languages = {r["Scope"] for r in rows if r["Applicability"] == "Only for VLOPs"}
+    assert languages == {"en"}
+    assert "classifier v1 (logistic)" in context
 
 
 def test_a_bad_period_is_refused_naming_it(fixture_db: Database, tmp_path: Path) -> None:

@@ -77,6 +77,9 @@ def test_sample_is_stratified_queued_with_overlap_and_freezes_when_complete(
         entries = s.scalars(select(QueueEntry)).all()
         assert len(entries) == 10 and {e.overlap_target for e in entries} == {2}
         assert {e.strategy for e in entries} == {"evaluation"}
+        # Each stratum's pool size, for design weights N_h / n_h (the DSA report's figures).
+        (es,) = s.scalars(select(EvaluationSet)).all()
+        assert es.source["stratum_sizes"] == {"de/text": 30, "en/text": 30}
         members = [m.item_id for m in s.scalars(select(EvaluationMember))]
         labelled = set(s.scalars(select(Item.id).where(Item.external_id.in_(
             [f"x{n}" for n in range(120) if n % 40 < 20]))))  # fmt: skip

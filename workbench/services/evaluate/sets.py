@@ -291,7 +291,16 @@ def sample_evalset(
         version=version,
         kind=EvaluationSetKind.sample,
         status=EvaluationSetStatus.sampling,
-        source={"n": n, "overlap": overlap, "seed": seed, "pool": len(rows), "strata": allocation},
+        # Each stratum's pool size with its allocation: the design weights N_h / n_h that an
+        # estimate over the whole pool needs (the DSA report's accuracy figures).
+        source={
+            "n": n,
+            "overlap": overlap,
+            "seed": seed,
+            "pool": len(rows),
+            "strata": allocation,
+            "stratum_sizes": {k: len(v) for k, v in sorted(strata.items())},
+        },
         created_by=actor.name,
     )
     session.add(es)

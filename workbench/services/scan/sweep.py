@@ -40,7 +40,8 @@ class SweepReport:
     items: int = 0
     decisions: Counter[str] = field(default_factory=Counter)
     # DSA enforcement decisions made for blocked items; bank blocks carry no policy, so they
-    # are counted apart until banks name one (a statement of reasons needs a category).
+    # are counted apart until banks name one (a statement of reasons needs a category); the
+    # DSA report counts them from the scans table as solely automated measures.
     enforcement_decisions: int = 0
     blocks_without_policy: int = 0
     queued: int = 0

@@ -10,7 +10,12 @@ import streamlit as st
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
 from workbench.services.report import charts
-from workbench.services.report.transparency import default_period, report_for_page
+from workbench.services.report.transparency import (
+    COMPLAINTS,
+    SOLELY_AUTOMATED,
+    default_period,
+    report_for_page,
+)
 from workbench.ui.state import load_project, show_error, tx
 
 
@@ -39,10 +44,10 @@ def render(me: SessionUser, project_name: str) -> None:
         "Own-initiative measures",
         _or_dash(report.value("Number of own-initiative content moderation")),
     )
-    cols[1].metric("Solely automated", _or_dash(report.value("Number of measures taken solely")))
-    cols[2].metric("Complaints", _or_dash(report.value("Number of complaints received")))
+    cols[1].metric("Solely automated", _or_dash(report.value(SOLELY_AUTOMATED)))
+    cols[2].metric("Complaints", _or_dash(report.value(COMPLAINTS)))
     cols[3].metric("Share reversed", _or_dash(report.value("Share of complaints")))
-    cols[4].metric("Median days to decide", _or_dash(report.value("Median time to decide")))
+    cols[4].metric("Median days to decide", _or_dash(report.value(COMPLAINTS, "Median time")))
 
     st.subheader("Own-initiative measures")
     a, b = st.columns(2)
@@ -62,15 +67,18 @@ def render(me: SessionUser, project_name: str) -> None:
     accuracy = charts.accuracy_frame(report)
     if accuracy.empty:
         st.caption(
-            "Nothing to estimate for this period: no model version trained by its end, or no "
-            "items of the random share labelled in it."
+            "Nothing to estimate for this period: no champion model by its end, or no sample "
+            "with human labels (a sampled evaluation set, a prevalence plan, or items of the "
+            "random share labelled in it)."
         )
     else:
         st.altair_chart(charts.accuracy_chart(accuracy))
+        for ev in report.means:
+            st.caption(f"{ev.name}: {ev.method}")
 
     st.subheader("All figures")
     table = pd.DataFrame(
-        [{"Section": r.section.split(" ", 1)[0], "Indicator": r.indicator, "Scope": r.scope,
+        [{"Section": r.section, "Indicator": r.indicator, "Scope": r.scope,
           "Value": r.value or "—", "Contextual Information": r.context} for r in report.rows]
     )  # fmt: skip
     st.dataframe(table, hide_index=True)
