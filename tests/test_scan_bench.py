@@ -21,7 +21,8 @@ def test_bench_scan_reports_latency_and_loses_no_record(  # type: ignore[no-unty
         "bench", "scan", "--data", str(data), "--seconds", "1", "--jpeg-scans", "2",
         "--bank-hashes", "5", "--clients", "2",
     )  # fmt: skip
-    assert result["server_5xx"] == 0 and result["lost_records"] == 0
+    assert result["server_5xx"] == 0, result["server_log_tail"]
+    assert result["lost_records"] == 0
     assert result["text"]["n"] > 0 and result["text"]["p95_ms"] >= result["text"]["p50_ms"]
     assert result["jpeg_640x480"]["n"] == 2
     written = json.loads((tmp_path / "benchmarks" / "scan-latest.json").read_text())

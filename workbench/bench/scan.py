@@ -117,13 +117,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_api(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench.cli", "api", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    # The server's own log is kept: a 5xx in the results is explained by what it printed.
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workbench.cli", "api", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -136,6 +138,13 @@ def _start_api(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
         time.sleep(0.2)
     proc.terminate()
     raise RuntimeError("`workbench api` did not answer within 120 s")
+
+
+def _log_tail(log: Path, chars: int = 4000) -> str:
+    try:
+        return log.read_text(errors="replace")[-chars:]
+    except OSError as exc:
+        return f"(no server log: {exc})"
 
 
 def run_scan_benchmark(
@@ -165,7 +174,7 @@ def run_scan_benchmark(
         with db.sessions.begin() as s:
             _, token = create_api_key(s, "bench", ["scan"], Actor.system())
         port = _free_port()
-        proc = _start_api(env, port)
+        proc = _start_api(env, port, home / "api.log")
         url = f"http://127.0.0.1:{port}/v1/scan"
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(headers=headers, timeout=30) as c:  # loads the encoder and the head
@@ -187,7 +196,10 @@ def run_scan_benchmark(
             "bank_pdq_hashes": bank_hashes,
             "text": {**text_summary, "scans_per_s": scans_per_s, "statuses": dict(statuses)},
             "jpeg_640x480": {**jpeg_summary, "statuses": dict(jpeg_status)},
-            "server_5xx": sum(n for code, n in (statuses + jpeg_status).items() if code >= 500),
+            "server_5xx": (
+                n_5xx := sum(n for code, n in (statuses + jpeg_status).items() if code >= 500)
+            ),
+            "server_log_tail": _log_tail(home / "api.log") if n_5xx else None,
             "scan_records": recorded,
             "answered_200": ok,
             "lost_records": ok - recorded,
