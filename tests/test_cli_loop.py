@@ -29,7 +29,13 @@ from workbench.db.models import (
     Project,
     QueueEntry,
 )
-from workbench.services.demo import DEMO_PROJECT, DEMO_USERS
+from workbench.services.demo import (
+    DEMO_PREVALENCE_N,
+    DEMO_PREVALENCE_POLICY,
+    DEMO_PROJECT,
+    DEMO_USERS,
+)
+from workbench.services.evaluate.prevalence import estimate_prevalence
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sample"
 
@@ -83,13 +89,22 @@ def test_demo_sets_up_a_trained_project_and_a_second_run_changes_nothing(loop: L
         == status["embedded"]
         == _lines(FIXTURES / "manifest.jsonl") + _lines(evaluation / "items.jsonl")
     )
-    assert status["labels"] == sum(
+    # The imported files, and the demo reviewers' reviews of the prevalence sample (through
+    # leases); the golden set's own labels stay out of the project's labels.
+    with loop.db.sessions() as s:
+        reviewed = s.scalar(select(func.count()).where(Label.idempotency_key.like("lease:%")))
+        prevalence_pending = s.scalar(
+            select(func.count()).where(
+                QueueEntry.strategy == "prevalence", QueueEntry.status == EntryStatus.pending
+            )
+        )
+    assert reviewed and status["labels"] == reviewed + sum(
         _lines(f) for f in (FIXTURES / "labels.jsonl", *evaluation.glob("labels-round*.jsonl"))
     )
     # Two rounds: the second's challenger judged on the frozen golden set (the evaluation page's
-    # verdict); the golden set's own labels stay out of the project's labels.
+    # verdict).
     assert status["embedding_failures"] == 0 and status["model_versions"] == 2
-    assert status["queued"] == 20
+    assert status["queued"] == 20 + prevalence_pending
     assert all(status["items_by_modality"][m] > 0 for m in ("text", "image", "audio", "video"))
     users = loop.demo["users"]
     assert [(u["name"], u["role"]) for u in users] == [(n, r.value) for n, r in DEMO_USERS]
@@ -100,6 +115,17 @@ def test_demo_sets_up_a_trained_project_and_a_second_run_changes_nothing(loop: L
     before = CLI().json("status", "-p", DEMO_PROJECT)
     again = CLI().json("demo", "--fixtures", str(FIXTURES), "--no-serve")
     assert again["status"] == before and again["users"] == users
+
+
+def test_demo_leaves_a_prevalence_estimate_for_the_evaluation_page(loop: Loop) -> None:
+    with loop.db.sessions() as s:
+        est = estimate_prevalence(s, DEMO_PROJECT, DEMO_PREVALENCE_POLICY)
+    assert est["n_sampled"] == DEMO_PREVALENCE_N and 0 < est["n_reviewed"] <= est["n_sampled"]
+    lo, hi = est["ci"]
+    assert 0 < lo < est["estimate"] < hi < 1
+    assert est["recall"]["estimate"] is not None and est["recall"]["ci"] is not None
+    plan_file = loop.home / f"demo-prevalence-{DEMO_PREVALENCE_POLICY}.csv"
+    assert _lines(plan_file) == DEMO_PREVALENCE_N + 1  # the header
 
 
 def test_status_counts_what_the_database_holds(loop: Loop) -> None:

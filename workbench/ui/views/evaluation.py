@@ -13,7 +13,7 @@ import streamlit as st
 
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
-from workbench.services.evaluate.drift import drift_report
+from workbench.services.evaluate.drift import CURRENT_DAYS, MIN_WINDOW_ITEMS, drift_report
 from workbench.services.evaluate.members import frozen_sets
 from workbench.services.evaluate.offline import ECE_BINS, evaluate
 from workbench.services.evaluate.online import online_metrics
@@ -131,7 +131,7 @@ def _charts(result: dict[str, Any]) -> None:
     left, right = st.columns(2)
     with left:
         st.caption(
-            "Precision–recall curve per policy (● operating threshold); band: 95% Wilson "
+            "Precision–recall curve per policy (● operating threshold); bars: 95% Wilson "
             "interval of the precision at each operating point"
         )
         if pr.empty:
@@ -159,19 +159,22 @@ def _charts(result: dict[str, Any]) -> None:
             )
             layers = lines
             if "precision_lo" in pr.columns:
+                # One thin vertical interval per operating point: drawn close together they
+                # read as a band, and each stays true to its own point (a filled area would
+                # join points of different thresholds).
                 band = (
                     alt.Chart(pr)
-                    .mark_area(opacity=0.15, interpolate="step-after")
+                    .mark_rule(opacity=0.25, strokeWidth=2)
                     .encode(
                         x="recall:Q",
-                        y=alt.Y("precision_lo:Q", title="precision", stack=None),
+                        y=alt.Y("precision_lo:Q", title="precision"),
                         y2="precision_hi:Q",
                         color="policy:N",
                     )
                 )
                 layers = band + lines
             if not points.empty:
-                layers = lines + alt.Chart(points).mark_point(size=80, filled=True).encode(
+                layers = layers + alt.Chart(points).mark_point(size=80, filled=True).encode(
                     x="recall:Q", y="precision:Q", color="policy:N"
                 )
             st.altair_chart(layers.properties(height=CHART_HEIGHT), width="stretch")
@@ -477,7 +480,7 @@ def _drift(database_url: str, project_name: str, champion_version: int) -> dict[
 
 
 def _drift_section(project_name: str, versions: list[dict[str, Any]]) -> None:
-    st.subheader("Drift (newest 30 days against everything before)")
+    st.subheader(f"Drift (newest {CURRENT_DAYS} days against everything before)")
     champion = next((r["version"] for r in versions if r["status"] == "champion"), None)
     if champion is None:
         st.caption("Needs a champion model: drift is measured on its scores.")
@@ -486,7 +489,13 @@ def _drift_section(project_name: str, versions: list[dict[str, Any]]) -> None:
         with st.spinner("Comparing the windows..."):
             report = _drift(database().settings.url, project_name, champion)
     except WorkbenchError as exc:
-        st.info(f"No drift measured: {exc.message}")
+        st.info(
+            f"No drift measured yet: the current window (the newest {CURRENT_DAYS} days of "
+            f"items) and the reference window (everything before) each need at least "
+            f"{MIN_WINDOW_ITEMS} embedded items. Other windows: `workbench drift -p "
+            f"{project_name} --reference START/END --current START/END`."
+        )
+        st.caption(exc.message)
         return
     psi, emb = report["score_psi"], report["embedding_drift"]
     for alert in report["alerts"]:
