@@ -19,6 +19,7 @@ from sqlalchemy import distinct, func, select
 from workbench.config import Settings
 from workbench.db.database import Database, open_database
 from workbench.db.models import (
+    DecisionAppeal,
     Embedding,
     EmbeddingSpace,
     EmbeddingStatus,
@@ -126,6 +127,9 @@ def test_demo_leaves_a_prevalence_estimate_for_the_evaluation_page(loop: Loop) -
     assert est["recall"]["estimate"] is not None and est["recall"]["ci"] is not None
     plan_file = loop.home / f"demo-prevalence-{DEMO_PREVALENCE_POLICY}.csv"
     assert _lines(plan_file) == DEMO_PREVALENCE_N + 1  # the header
+    # The reviews' own enforcement decisions did not crowd out the demo's decided appeal.
+    with loop.db.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(DecisionAppeal)) == 1
 
 
 def test_status_counts_what_the_database_holds(loop: Loop) -> None:

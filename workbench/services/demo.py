@@ -325,6 +325,12 @@ def run_demo(
         say(f"retrain: round {outcome.status.value}")
     if (evaluation / "items.jsonl").exists():
         _evaluation_round(db, evaluation, actor, say)
+    # Before the prevalence reviews: their violating labels make decisions of their own, and
+    # the demo's decisions and appeal come only while a project has none.
+    with db.sessions.begin() as s:
+        made = demo_decisions(s, get_project(s, DEMO_PROJECT), actor)
+    say(f"dsa: {made} enforcement decision(s) and appeal(s) made")
+    if (evaluation / "items.jsonl").exists():
         # Before the selection: leases go best first, and the selection's entries rank higher.
         _prevalence_measurement(db, evaluation, actor, say)
     with db.sessions() as s:
@@ -332,9 +338,6 @@ def run_demo(
     if queued == 0:
         sel = select_batch(db, DEMO_PROJECT, None, 20, actor)
         say(f"select: queued {sel['queued']} items ({sel['by_strategy']})")
-    with db.sessions.begin() as s:
-        made = demo_decisions(s, get_project(s, DEMO_PROJECT), actor)
-    say(f"dsa: {made} enforcement decision(s) and appeal(s) made")
     with db.sessions() as s:
         status = project_status(s, get_project(s, DEMO_PROJECT))
     say(
