@@ -13,7 +13,12 @@ import streamlit as st
 
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
-from workbench.services.evaluate.drift import CURRENT_DAYS, MIN_WINDOW_ITEMS, drift_report
+from workbench.services.evaluate.drift import (
+    CURRENT_DAYS,
+    MIN_WINDOW_ITEMS,
+    TooFewItems,
+    drift_report,
+)
 from workbench.services.evaluate.members import frozen_sets
 from workbench.services.evaluate.offline import ECE_BINS, evaluate
 from workbench.services.evaluate.online import online_metrics
@@ -22,6 +27,7 @@ from workbench.services.evaluate.registry import latest_comparison, model_rows
 from workbench.ui.state import database, load_project, show_error, tx
 
 DASH = "–"
+ALERT_STYLE = "background-color: rgba(255, 43, 43, 0.12); color: rgb(125, 53, 59)"
 CHART_HEIGHT = 260
 PAGE_RESAMPLES = 300  # fewer than the CLI's 1000: the page recomputes on every choice
 
@@ -488,7 +494,7 @@ def _drift_section(project_name: str, versions: list[dict[str, Any]]) -> None:
     try:
         with st.spinner("Comparing the windows..."):
             report = _drift(database().settings.url, project_name, champion)
-    except WorkbenchError as exc:
+    except TooFewItems as exc:
         st.info(
             f"No drift measured yet: the current window (the newest {CURRENT_DAYS} days of "
             f"items) and the reference window (everything before) each need at least "
@@ -497,10 +503,15 @@ def _drift_section(project_name: str, versions: list[dict[str, Any]]) -> None:
         )
         st.caption(exc.message)
         return
+    except WorkbenchError as exc:
+        show_error(exc)
+        return
     psi, emb = report["score_psi"], report["embedding_drift"]
-    for alert in report["alerts"]:
-        st.error(f"Drift alert: {alert}")
-    if not report["alerts"]:
+    if report["alerts"]:
+        n = len(report["alerts"])
+        st.error(f"{n} drift alert{'s' if n > 1 else ''} on model v{report['model_version']}")
+        st.text("\n".join(report["alerts"]))  # plain text: class codes are project input
+    else:
         st.success(
             f"No drift alert: largest score PSI {psi['max']:.3f} < {psi['threshold']}, "
             f"domain classifier ROC-AUC {emb['roc_auc']:.3f} < {emb['threshold']}."
@@ -513,27 +524,31 @@ def _drift_section(project_name: str, versions: list[dict[str, Any]]) -> None:
     )
     left, right = st.columns([2, 1])
     with left:
+        table = pd.DataFrame(
+            [
+                {
+                    "class score": cls,
+                    "PSI": f"{v['psi']:.3f}",
+                    "alert": "ALERT" if v["psi"] >= psi["threshold"] else "ok",
+                }
+                for cls, v in psi["classes"].items()
+            ]
+        )
         st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "class score": cls,
-                        "PSI": f"{v['psi']:.3f}",
-                        "alert": "ALERT" if v["psi"] >= psi["threshold"] else "ok",
-                    }
-                    for cls, v in psi["classes"].items()
-                ]
+            table.style.apply(
+                lambda row: [ALERT_STYLE if row["alert"] == "ALERT" else ""] * len(row), axis=1
             ),
             hide_index=True,
             width="stretch",
         )
         st.caption(f"PSI: {psi['method']}; alert at PSI >= {psi['threshold']}.")
     with right:
+        # An alert shows as a red delta; no delta otherwise (an arrow on "ok" reads as a trend).
         st.metric(
             "Embedding drift (ROC-AUC)",
             f"{emb['roc_auc']:.3f}",
-            delta="ALERT" if emb["alert"] else "ok",
-            delta_color="inverse" if emb["alert"] else "off",
+            delta="ALERT" if emb["alert"] else None,
+            delta_color="inverse",
         )
         st.caption(f"{emb['method']}; alert at AUC >= {emb['threshold']}.")
 
