@@ -20,6 +20,7 @@ from sqlalchemy import distinct, func, select
 from workbench.config import Settings
 from workbench.db.database import Database, open_database
 from workbench.db.models import (
+    DecisionAppeal,
     Embedding,
     EmbeddingSpace,
     EmbeddingStatus,
@@ -30,7 +31,13 @@ from workbench.db.models import (
     Project,
     QueueEntry,
 )
-from workbench.services.demo import DEMO_PROJECT, DEMO_USERS
+from workbench.services.demo import (
+    DEMO_PREVALENCE_N,
+    DEMO_PREVALENCE_POLICY,
+    DEMO_PROJECT,
+    DEMO_USERS,
+)
+from workbench.services.evaluate.prevalence import estimate_prevalence
 from workbench.services.report.transparency import default_period
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sample"
@@ -85,13 +92,22 @@ def test_demo_sets_up_a_trained_project_and_a_second_run_changes_nothing(loop: L
         == status["embedded"]
         == _lines(FIXTURES / "manifest.jsonl") + _lines(evaluation / "items.jsonl")
     )
-    assert status["labels"] == sum(
+    # The imported files, and the demo reviewers' reviews of the prevalence sample (through
+    # leases); the golden set's own labels stay out of the project's labels.
+    with loop.db.sessions() as s:
+        reviewed = s.scalar(select(func.count()).where(Label.idempotency_key.like("lease:%")))
+        prevalence_pending = s.scalar(
+            select(func.count()).where(
+                QueueEntry.strategy == "prevalence", QueueEntry.status == EntryStatus.pending
+            )
+        )
+    assert reviewed and status["labels"] == reviewed + sum(
         _lines(f) for f in (FIXTURES / "labels.jsonl", *evaluation.glob("labels-round*.jsonl"))
     )
     # Two rounds: the second's challenger judged on the frozen golden set (the evaluation page's
-    # verdict); the golden set's own labels stay out of the project's labels.
+    # verdict).
     assert status["embedding_failures"] == 0 and status["model_versions"] == 2
-    assert status["queued"] == 20
+    assert status["queued"] == 20 + prevalence_pending
     assert all(status["items_by_modality"][m] > 0 for m in ("text", "image", "audio", "video"))
     users = loop.demo["users"]
     assert [(u["name"], u["role"]) for u in users] == [(n, r.value) for n, r in DEMO_USERS]
@@ -119,6 +135,20 @@ def test_the_demos_dsa_report_has_accuracy_figures(loop: Loop, tmp_path: Path) -
     # sample of the pool.
     assert "evaluation set 'golden'" in rows[0]["Contextual Information"]
     assert "NOT an unbiased sample" in rows[0]["Contextual Information"]
+
+
+def test_demo_leaves_a_prevalence_estimate_for_the_evaluation_page(loop: Loop) -> None:
+    with loop.db.sessions() as s:
+        est = estimate_prevalence(s, DEMO_PROJECT, DEMO_PREVALENCE_POLICY)
+    assert est["n_sampled"] == DEMO_PREVALENCE_N and 0 < est["n_reviewed"] <= est["n_sampled"]
+    lo, hi = est["ci"]
+    assert 0 < lo < est["estimate"] < hi < 1
+    assert est["recall"]["estimate"] is not None and est["recall"]["ci"] is not None
+    plan_file = loop.home / f"demo-prevalence-{DEMO_PREVALENCE_POLICY}.csv"
+    assert _lines(plan_file) == DEMO_PREVALENCE_N + 1  # the header
+    # The reviews' own enforcement decisions did not crowd out the demo's decided appeal.
+    with loop.db.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(DecisionAppeal)) == 1
 
 
 def test_status_counts_what_the_database_holds(loop: Loop) -> None:

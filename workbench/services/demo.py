@@ -8,27 +8,41 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from workbench.db.database import Database
-from workbench.db.models import EnforcementDecision, Project, Role, User
+from workbench.db.models import (
+    EnforcementDecision,
+    EntryStatus,
+    Item,
+    PrevalencePlan,
+    Project,
+    QueueEntry,
+    Role,
+    User,
+)
 from workbench.errors import WorkbenchError
 from workbench.progress import no_progress
 from workbench.services.audit import Actor
 from workbench.services.evaluate.members import frozen_sets
+from workbench.services.evaluate.prevalence import STRATEGY as PREVALENCE_STRATEGY
+from workbench.services.evaluate.prevalence import PlanRequest, plan_prevalence
 from workbench.services.evaluate.registry import latest_comparison
 from workbench.services.evaluate.sets import create_from_labels
 from workbench.services.ingest.write import ingest_path
 from workbench.services.labels.import_ import import_labels
 from workbench.services.membership import add_member
 from workbench.services.projects import find_project, get_or_create_project, get_project
+from workbench.services.queue.lease import lease_next
 from workbench.services.report.appeals import decide_appeal, file_appeal
 from workbench.services.report.decisions import backfill_decisions
+from workbench.services.review.flow import ReviewForm, skip, submit_review
 from workbench.services.select.batch import select_batch
 from workbench.services.status import project_status
 from workbench.services.train.rounds import run_round_now
@@ -38,6 +52,13 @@ from workbench.services.vectors.embed import embed_project
 
 DEMO_PROJECT = "demo"
 DEMO_GOLDEN = "golden"
+# The prevalence measurement the evaluation page shows: a stratified sample of the pool for one
+# policy, reviewed by the demo reviewers (their answer: the golden file's majority where it has
+# the item); items it has no answer for stay queued, as in a measurement still under way.
+DEMO_PREVALENCE_POLICY = "spam"
+DEMO_PREVALENCE_N = 40
+DEMO_PREVALENCE_STRATA = 4
+DEMO_REVIEWERS = ("alice", "bob", "carol")
 DEMO_USERS: list[tuple[str, Role]] = [
     ("admin", Role.admin),
     ("lena", Role.lead),
@@ -182,6 +203,95 @@ def _evaluation_round(db: Database, folder: Path, actor: Actor, say: Callable[[s
         say(f"retrain: round {outcome.status.value}; challenger on {DEMO_GOLDEN!r}: {verdict}")
 
 
+def _golden_answers(path: Path) -> dict[str, ReviewForm]:
+    """External id -> the majority answer of the golden file's reviewers (ties left out)."""
+    votes: dict[str, Counter[tuple[str, tuple[str, ...]]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            answer = (row["decision"], tuple(row.get("policies") or ()))
+            votes.setdefault(row["external_id"], Counter())[answer] += 1
+    out = {}
+    for ext, counter in votes.items():
+        (top, n), *rest = counter.most_common()
+        if not rest or rest[0][1] < n:
+            # A violating label needs its reason, as on the review page.
+            why = "demo: the golden set's majority" if top[0] == "violating" else ""
+            out[ext] = ReviewForm(decision=top[0], policies=top[1], rationale=why)
+    return out
+
+
+def _prevalence_measurement(
+    db: Database, folder: Path, actor: Actor, say: Callable[[str], None]
+) -> None:
+    """Draw the demo's prevalence plan once and let the demo reviewers review its queue through
+    the review flow (lease, submit or skip), so the page shows a design-based estimate."""
+    with db.sessions() as s:
+        project = get_project(s, DEMO_PROJECT)
+        planned = s.scalar(
+            select(PrevalencePlan.id)
+            .where(
+                PrevalencePlan.project_id == project.id,
+                PrevalencePlan.policy == DEMO_PREVALENCE_POLICY,
+            )
+            .limit(1)
+        )
+    if planned is not None:
+        return
+    plan = plan_prevalence(
+        db,
+        PlanRequest(
+            project=DEMO_PROJECT,
+            policy=DEMO_PREVALENCE_POLICY,
+            n=DEMO_PREVALENCE_N,
+            out=db.settings.resolved_home / f"demo-prevalence-{DEMO_PREVALENCE_POLICY}.csv",
+            strata=DEMO_PREVALENCE_STRATA,
+        ),
+        actor,
+    )
+    answers = _golden_answers(folder / "golden.jsonl")
+    reviewed = 0
+    with db.sessions.begin() as s:
+        project = get_project(s, DEMO_PROJECT)
+        for name in DEMO_REVIEWERS:
+            user = s.scalar(select(User).where(User.name == name))
+            if user is None:
+                continue
+            reviewer = Actor.for_user(user.name, user.id, user.role)
+            # Bounded: every lease ends in a submission or a skip, and a reviewer never gets
+            # an entry twice, so the queue runs dry for them within this many leases.
+            for _ in range(plan["queued"] + 1):
+                lease = lease_next(s, project, user)
+                if lease is None:
+                    break
+                entry = s.get_one(QueueEntry, lease.entry_id)
+                ext = s.get_one(Item, entry.item_id).external_id
+                if entry.strategy != PREVALENCE_STRATEGY or ext not in answers:
+                    skip(s, project, reviewer, lease.id, "demo: no answer for this item")
+                    continue
+                submit_review(s, project, reviewer, lease.id, answers[ext])
+                reviewed += 1
+    say(
+        f"prevalence of {DEMO_PREVALENCE_POLICY!r}: plan {plan['plan']} samples {plan['n']} "
+        f"items ({plan['already_labelled']} labelled already); the demo reviewers reviewed "
+        f"{reviewed} of the {plan['queued']} queued"
+    )
+
+
+def _pending_outside(session: Session, project: Project, strategy: str) -> int:
+    """Pending queue entries other than `strategy`'s."""
+    return (
+        session.scalar(
+            select(func.count()).where(
+                QueueEntry.project_id == project.id,
+                QueueEntry.status == EntryStatus.pending,
+                QueueEntry.strategy.is_distinct_from(strategy),
+            )
+        )
+        or 0
+    )
+
+
 def run_demo(
     db: Database,
     fixtures: Path,
@@ -220,14 +330,19 @@ def run_demo(
         say(f"retrain: round {outcome.status.value}")
     if (evaluation / "items.jsonl").exists():
         _evaluation_round(db, evaluation, actor, say)
-    with db.sessions() as s:
-        queued = project_status(s, get_project(s, DEMO_PROJECT))["queued"]
-    if queued == 0:
-        sel = select_batch(db, DEMO_PROJECT, None, 20, actor)
-        say(f"select: queued {sel['queued']} items ({sel['by_strategy']})")
+    # Before the prevalence reviews: their violating labels make decisions of their own, and
+    # the demo's decisions and appeal come only while a project has none.
     with db.sessions.begin() as s:
         made = demo_decisions(s, get_project(s, DEMO_PROJECT), actor)
     say(f"dsa: {made} enforcement decision(s) and appeal(s) made")
+    if (evaluation / "items.jsonl").exists():
+        # Before the selection: leases go best first, and the selection's entries rank higher.
+        _prevalence_measurement(db, evaluation, actor, say)
+    with db.sessions() as s:
+        queued = _pending_outside(s, get_project(s, DEMO_PROJECT), PREVALENCE_STRATEGY)
+    if queued == 0:
+        sel = select_batch(db, DEMO_PROJECT, None, 20, actor)
+        say(f"select: queued {sel['queued']} items ({sel['by_strategy']})")
     with db.sessions() as s:
         status = project_status(s, get_project(s, DEMO_PROJECT))
     say(

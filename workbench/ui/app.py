@@ -20,16 +20,18 @@ from workbench.ui.session_cookie import LOGOUT_ROUTE
 from workbench.ui.state import TOKEN, choose_project, current_user, tx
 from workbench.ui.views import login
 
-# (role, title, view module and URL path) in the order the sidebar lists them.
-PAGES: tuple[tuple[Role, str, str], ...] = (
-    (Role.reviewer, "Review", "review"),
-    (Role.lead, "Lead", "lead"),
-    (Role.lead, "Adjudication", "adjudication"),
-    (Role.lead, "Gold", "gold"),
-    (Role.lead, "DSA report", "report"),
-    (Role.engineer, "Engineer", "engineer"),
-    (Role.engineer, "Evaluation", "evaluation"),
-    (Role.admin, "Admin", "admin"),
+# (roles, title, view module and URL path) in the order the sidebar lists them. A page used by
+# several roles is listed once with all of them, so a user who holds several (an admin holds
+# every role) gets it once, at one address.
+PAGES: tuple[tuple[frozenset[Role], str, str], ...] = (
+    (frozenset({Role.reviewer}), "Review", "review"),
+    (frozenset({Role.lead}), "Lead", "lead"),
+    (frozenset({Role.lead}), "Adjudication", "adjudication"),
+    (frozenset({Role.lead}), "Gold", "gold"),
+    (frozenset({Role.lead}), "DSA report", "report"),
+    (frozenset({Role.engineer}), "Engineer", "engineer"),
+    (frozenset({Role.engineer, Role.lead}), "Evaluation", "evaluation"),
+    (frozenset({Role.admin}), "Admin", "admin"),
 )
 
 # The page each role lands on. Only the Review page leases an item, so a lead or an admin who
@@ -55,13 +57,17 @@ def _view(name: str, *args: Any) -> Callable[[], None]:
     return run
 
 
-def _forbidden(title: str, role: Role, me_name: str, me_role: Role) -> Callable[[], None]:
+def _forbidden(
+    title: str, allowed: frozenset[Role], me_name: str, me_role: Role
+) -> Callable[[], None]:
     """What a page a role may not open shows instead of its view: that it is not theirs."""
+    names = sorted(r.value for r in allowed)
+    who = " and ".join(names) + (" roles" if len(names) > 1 else " role")
 
     def run() -> None:
         st.title(title)
         st.error(
-            f"The {title} page is for the {role.value} role; you are logged in as "
+            f"The {title} page is for the {who}; you are logged in as "
             f"{me_name} ({me_role.value}). Pick one of your pages in the sidebar."
         )
 
@@ -113,14 +119,14 @@ def main() -> None:
     pages: list[st.Page] = []
     home = HOME[me.role]
     by_view: dict[str, st.Page] = {}
-    for role, title, view in PAGES:
-        if role in roles:
+    for allowed, title, view in PAGES:
+        if allowed & roles:
             by_view[view] = st.Page(
                 needs_project(_view(view, me, project or "")), title=title, url_path=view
             )
         else:
             by_view[view] = st.Page(
-                _forbidden(title, role, me.name, me.role), title=title, url_path=view,
+                _forbidden(title, allowed, me.name, me.role), title=title, url_path=view,
                 visibility="hidden",
             )  # fmt: skip
 

@@ -36,6 +36,10 @@ DOMAIN_METHOD = (
 )
 
 
+class TooFewItems(WorkbenchError):
+    """A window holds fewer (embedded) items than drift needs: a state to report, not a fault."""
+
+
 @dataclass(frozen=True)
 class Window:
     start: datetime
@@ -174,7 +178,7 @@ def drift_report(
     cur_ids = _window_items(session, project, current)
     for name, ids, w in (("reference", ref_ids, reference), ("current", cur_ids, current)):
         if len(ids) < MIN_WINDOW_ITEMS:
-            raise WorkbenchError(
+            raise TooFewItems(
                 f"the {name} window {w.start.isoformat()} to {w.end.isoformat()} has {len(ids)} "
                 f"items; drift needs at least {MIN_WINDOW_ITEMS} in each (choose windows with "
                 "--reference START/END and --current START/END)"
@@ -186,7 +190,7 @@ def drift_report(
     in_cur = np.isin(scored.item_ids, cur_ids)
     for name, mask in (("reference", in_ref), ("current", in_cur)):
         if int(mask.sum()) < MIN_WINDOW_ITEMS:
-            raise WorkbenchError(
+            raise TooFewItems(
                 f"the {name} window has {int(mask.sum())} embedded items; drift needs at least "
                 f"{MIN_WINDOW_ITEMS} (run `workbench embed --project {project_name}`)"
             )

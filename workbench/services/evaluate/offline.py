@@ -221,17 +221,30 @@ def _ci(interval: tuple[float, float]) -> list[float | None]:
 
 
 def pr_curve(positive: np.ndarray, score: np.ndarray) -> list[dict[str, float]]:
+    """Up to CURVE_POINTS operating points (threshold, precision, recall) of a class, each with
+    the 95% Wilson interval of its precision (`precision_lo`, `precision_hi`)."""
     from sklearn.metrics import precision_recall_curve
 
     if not positive.any():
         return []
     precision, recall, thresholds = precision_recall_curve(positive, score)
-    points = [
-        {"threshold": float(t), "precision": float(p), "recall": float(r)}
-        for p, r, t in zip(precision[:-1], recall[:-1], thresholds, strict=True)
-    ]
-    step = max(1, len(points) // CURVE_POINTS)
-    return points[::step]
+    step = max(1, len(thresholds) // CURVE_POINTS)
+    points = []
+    for p, r, t in list(zip(precision[:-1], recall[:-1], thresholds, strict=True))[::step]:
+        # Each point is an operating point: the items scored >= t are flagged. Its precision
+        # is a proportion of the flagged items, so its band is their Wilson interval.
+        flagged = score >= t
+        lo, hi = wilson_interval(int(positive[flagged].sum()), int(flagged.sum()))
+        points.append(
+            {
+                "threshold": float(t),
+                "precision": float(p),
+                "recall": float(r),
+                "precision_lo": lo,
+                "precision_hi": hi,
+            }
+        )
+    return points
 
 
 def reliability(positive: np.ndarray, score: np.ndarray) -> list[dict[str, float]]:

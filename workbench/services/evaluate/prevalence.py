@@ -377,3 +377,29 @@ def estimate_prevalence(
     if rec.estimate is None:
         result["recall"]["note"] = "no reviewed positive yet: recall is undefined"
     return result
+
+
+def planned_policies(session: Session, project: Project) -> list[str]:
+    """The policies of the project that have a prevalence plan, in code order."""
+    return sorted(
+        set(
+            session.scalars(
+                select(PrevalencePlan.policy).where(PrevalencePlan.project_id == project.id)
+            )
+        )
+    )
+
+
+def prevalence_overview(
+    session: Session, project_name: str, *, confidence: float = 0.95
+) -> list[dict[str, Any]]:
+    """`estimate_prevalence` of the latest plan of every planned policy; a policy whose estimate
+    cannot be made (e.g. its policy was retired since) carries `error` instead."""
+    project = get_project(session, project_name)
+    out: list[dict[str, Any]] = []
+    for policy in planned_policies(session, project):
+        try:
+            out.append(estimate_prevalence(session, project_name, policy, confidence=confidence))
+        except WorkbenchError as exc:
+            out.append({"policy": policy, "error": str(exc)})
+    return out

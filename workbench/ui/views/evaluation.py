@@ -1,6 +1,7 @@
 """The evaluation page: model versions with their figures in columns, the learning curve, a
-version's metrics on a frozen evaluation set (PR curves, reliability diagrams, a threshold
-chooser), champion against challenger with the rule's verdict, and the online metrics."""
+version's metrics on a frozen evaluation set (PR curves with precision bands, reliability
+diagrams, a threshold chooser), champion against challenger with the rule's verdict, the online
+metrics, prevalence estimates and drift alerts."""
 
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ import streamlit as st
 
 from workbench.errors import WorkbenchError
 from workbench.services.auth import SessionUser
+from workbench.services.evaluate.drift import (
+    CURRENT_DAYS,
+    MIN_WINDOW_ITEMS,
+    TooFewItems,
+    drift_report,
+)
 from workbench.services.evaluate.members import frozen_sets
 from workbench.services.evaluate.offline import ECE_BINS, evaluate
 from workbench.services.evaluate.online import online_metrics
+from workbench.services.evaluate.prevalence import prevalence_overview
 from workbench.services.evaluate.registry import latest_comparison, model_rows
 from workbench.ui.state import database, load_project, show_error, tx
 
 DASH = "–"
+ALERT_STYLE = "background-color: rgba(255, 43, 43, 0.12); color: rgb(125, 53, 59)"
 CHART_HEIGHT = 260
 PAGE_RESAMPLES = 300  # fewer than the CLI's 1000: the page recomputes on every choice
 
@@ -127,7 +136,10 @@ def _charts(result: dict[str, Any]) -> None:
         rel = rel.drop(columns=["observed_ci"])  # lists do not go into a chart's data
     left, right = st.columns(2)
     with left:
-        st.caption("Precision–recall curve per policy (● operating threshold)")
+        st.caption(
+            "Precision–recall curve per policy (● operating threshold); bars: 95% Wilson "
+            "interval of the precision at each operating point"
+        )
         if pr.empty:
             st.caption("No policy has positives in this set.")
         else:
@@ -152,8 +164,23 @@ def _charts(result: dict[str, Any]) -> None:
                 )
             )
             layers = lines
+            if "precision_lo" in pr.columns:
+                # One thin vertical interval per operating point: drawn close together they
+                # read as a band, and each stays true to its own point (a filled area would
+                # join points of different thresholds).
+                band = (
+                    alt.Chart(pr)
+                    .mark_rule(opacity=0.25, strokeWidth=2)
+                    .encode(
+                        x="recall:Q",
+                        y=alt.Y("precision_lo:Q", title="precision"),
+                        y2="precision_hi:Q",
+                        color="policy:N",
+                    )
+                )
+                layers = band + lines
             if not points.empty:
-                layers = lines + alt.Chart(points).mark_point(size=80, filled=True).encode(
+                layers = layers + alt.Chart(points).mark_point(size=80, filled=True).encode(
                     x="recall:Q", y="precision:Q", color="policy:N"
                 )
             st.altair_chart(layers.properties(height=CHART_HEIGHT), width="stretch")
@@ -213,6 +240,23 @@ def _threshold_chooser(result: dict[str, Any]) -> None:
     c.metric("Stored threshold", f"{stored:.3f}")
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def _evaluation(database_url: str, project_name: str, set_ref: str, version: int) -> dict[str, Any]:
+    """A version's figures on a frozen set: both never change, so one computation serves every
+    session (the database's address is in the key so that two databases never share one)."""
+    del database_url  # only a cache key: `tx` opens the configured database
+    with tx() as s:
+        return evaluate(
+            s,
+            database().settings,
+            load_project(s, project_name),
+            set_ref,
+            version=version,
+            curves=True,
+            n_resamples=PAGE_RESAMPLES,
+        )
+
+
 def _offline_section(project_name: str, versions: list[dict[str, Any]]) -> None:
     st.subheader("Offline metrics on a frozen evaluation set")
     with tx() as s:
@@ -227,23 +271,12 @@ def _offline_section(project_name: str, versions: list[dict[str, Any]]) -> None:
     chosen_set = left.selectbox("Evaluation set", sets, key="eval_set")
     labels = {f"v{r['version']} ({r['status']})": r["version"] for r in versions}
     chosen = right.selectbox("Model version", list(labels), key="eval_version")
-    key = ("eval_result", project_name, chosen_set, labels[chosen])
-    if key not in st.session_state:
-        try:
-            with st.spinner("Scoring the set and bootstrapping the intervals..."), tx() as s:
-                st.session_state[key] = evaluate(
-                    s,
-                    database().settings,
-                    load_project(s, project_name),
-                    chosen_set,
-                    version=labels[chosen],
-                    curves=True,
-                    n_resamples=PAGE_RESAMPLES,
-                )
-        except WorkbenchError as exc:
-            show_error(exc)
-            return
-    result = st.session_state[key]
+    try:
+        with st.spinner("Scoring the set and bootstrapping the intervals..."):
+            result = _evaluation(database().settings.url, project_name, chosen_set, labels[chosen])
+    except WorkbenchError as exc:
+        show_error(exc)
+        return
     cols = st.columns(4)
     cols[0].metric("Items", result["n_items"])
     cols[1].metric("Macro-F1", _num(result["macro_f1"]))
@@ -356,10 +389,176 @@ def _online_section(project_name: str) -> None:
         )
 
 
+def _interval_text(value: float | None, ci: list[float] | None, pct: bool = True) -> str:
+    if value is None:
+        return DASH
+    if not pct:
+        return _with_ci(value, ci)
+    if not ci:
+        return f"{value:.1%}"
+    return f"{value:.1%} ({ci[0]:.1%}–{ci[1]:.1%})"
+
+
+def _prevalence_row(r: dict[str, Any]) -> dict[str, str]:
+    if "error" in r:
+        return {"policy": r["policy"], "prevalence": r["error"], "reviewed": DASH,
+                "estimated items": DASH, "recall @ threshold": DASH, "model": DASH}  # fmt: skip
+    reviewed = f"{r['n_reviewed']} of {r['n_sampled']}"
+    if r["estimate"] is None:
+        prevalence = f"{reviewed} sampled items reviewed; no estimate yet"
+    else:
+        prevalence = _interval_text(r["estimate"], r["ci"])
+    rec = r.get("recall")
+    if rec is None:
+        recall = DASH
+    elif rec["estimate"] is None:
+        recall = rec.get("note", "undefined")
+    else:
+        recall = f"{_interval_text(rec['estimate'], rec['ci'])} at {rec['threshold']:.3f}"
+    return {
+        "policy": r["policy"],
+        "prevalence": prevalence,
+        "reviewed": reviewed,
+        "estimated items": DASH
+        if r.get("estimated_count") is None
+        else f"{r['estimated_count']:.0f} of {r['population']}",
+        "recall @ threshold": recall,
+        "model": f"v{r['model_version']}",
+    }
+
+
+def _prevalence_section(project_name: str) -> None:
+    st.subheader("Prevalence and recall (stratified measurement samples)")
+    try:
+        with tx() as s:
+            rows = prevalence_overview(s, project_name)
+    except WorkbenchError as exc:
+        show_error(exc)
+        return
+    if not rows:
+        st.caption(
+            "No prevalence plan yet: draw one with `workbench prevalence plan -p "
+            f"{project_name} --policy CODE --n N --out FILE` and review its queue."
+        )
+        return
+    st.caption(
+        "Each policy's latest plan: the design-weighted share of the pool that violates it and "
+        "the plan model's recall at its threshold, with 95% intervals, from the sampled items "
+        "reviewed so far."
+    )
+    st.dataframe(pd.DataFrame([_prevalence_row(r) for r in rows]), hide_index=True, width="stretch")
+    notes = [f"{r['policy']}: {r['note']}" for r in rows if r.get("note")]
+    for note in notes:
+        st.caption(note)
+    estimates = pd.DataFrame(
+        [
+            {"policy": r["policy"], "prevalence": r["estimate"], "lo": r["ci"][0], "hi": r["ci"][1]}
+            for r in rows
+            if r.get("estimate") is not None
+        ]
+    )
+    if len(estimates) > 1:
+        base = alt.Chart(estimates).encode(y=alt.Y("policy:N", title=None))
+        st.altair_chart(
+            (
+                base.mark_rule().encode(
+                    x=alt.X("lo:Q", title="prevalence (95% interval)", axis=alt.Axis(format="%")),
+                    x2="hi:Q",
+                )
+                + base.mark_point(filled=True, size=80).encode(x="prevalence:Q")
+            ).properties(height=40 + 30 * len(estimates)),
+            width="stretch",
+        )
+    methods = [r for r in rows if "method" in r]
+    if methods:
+        with st.expander("Method"):
+            st.text(methods[0]["method"])
+            if methods[0].get("recall"):
+                st.text(methods[0]["recall"]["method"])
+
+
+@st.cache_data(ttl=600, max_entries=8, show_spinner=False)
+def _drift(database_url: str, project_name: str, champion_version: int) -> dict[str, Any]:
+    """The drift report (a domain classifier is fitted: seconds), reused for ten minutes."""
+    del database_url, champion_version  # cache keys only
+    with tx() as s:
+        return drift_report(s, database().settings, project_name)
+
+
+def _drift_section(project_name: str, versions: list[dict[str, Any]]) -> None:
+    st.subheader(f"Drift (newest {CURRENT_DAYS} days against everything before)")
+    champion = next((r["version"] for r in versions if r["status"] == "champion"), None)
+    if champion is None:
+        st.caption("Needs a champion model: drift is measured on its scores.")
+        return
+    try:
+        with st.spinner("Comparing the windows..."):
+            report = _drift(database().settings.url, project_name, champion)
+    except TooFewItems as exc:
+        st.info(
+            f"No drift measured yet: the current window (the newest {CURRENT_DAYS} days of "
+            f"items) and the reference window (everything before) each need at least "
+            f"{MIN_WINDOW_ITEMS} embedded items. Other windows: `workbench drift -p "
+            f"{project_name} --reference START/END --current START/END`."
+        )
+        st.caption(exc.message)
+        return
+    except WorkbenchError as exc:
+        show_error(exc)
+        return
+    psi, emb = report["score_psi"], report["embedding_drift"]
+    if report["alerts"]:
+        n = len(report["alerts"])
+        st.error(f"{n} drift alert{'s' if n > 1 else ''} on model v{report['model_version']}")
+        st.text("\n".join(report["alerts"]))  # plain text: class codes are project input
+    else:
+        st.success(
+            f"No drift alert: largest score PSI {psi['max']:.3f} < {psi['threshold']}, "
+            f"domain classifier ROC-AUC {emb['roc_auc']:.3f} < {emb['threshold']}."
+        )
+    ref, cur = report["reference"], report["current"]
+    st.caption(
+        f"Model v{report['model_version']}. Reference: {ref['start'][:10]} to {ref['end'][:10]} "
+        f"({ref['scored']} scored items); current: {cur['start'][:10]} to {cur['end'][:10]} "
+        f"({cur['scored']} scored items)."
+    )
+    left, right = st.columns([2, 1])
+    with left:
+        table = pd.DataFrame(
+            [
+                {
+                    "class score": cls,
+                    "PSI": f"{v['psi']:.3f}",
+                    "alert": "ALERT" if v["psi"] >= psi["threshold"] else "ok",
+                }
+                for cls, v in psi["classes"].items()
+            ]
+        )
+        st.dataframe(
+            table.style.apply(
+                lambda row: [ALERT_STYLE if row["alert"] == "ALERT" else ""] * len(row), axis=1
+            ),
+            hide_index=True,
+            width="stretch",
+        )
+        st.caption(f"PSI: {psi['method']}; alert at PSI >= {psi['threshold']}.")
+    with right:
+        # An alert shows as a red delta; no delta otherwise (an arrow on "ok" reads as a trend).
+        st.metric(
+            "Embedding drift (ROC-AUC)",
+            f"{emb['roc_auc']:.3f}",
+            delta="ALERT" if emb["alert"] else None,
+            delta_color="inverse",
+        )
+        st.caption(f"{emb['method']}; alert at AUC >= {emb['threshold']}.")
+
+
 def render(me: SessionUser, project_name: str) -> None:
     del me  # read-only page; the services check nothing here beyond the page's role
     st.title("Evaluation")
     versions = _versions_section(project_name)
     _comparison_section(project_name)
     _offline_section(project_name, versions)
+    _prevalence_section(project_name)
+    _drift_section(project_name, versions)
     _online_section(project_name)
