@@ -131,10 +131,11 @@ def test_the_demos_dsa_report_has_accuracy_figures(loop: Loop, tmp_path: Path) -
     # The whole sample, then English (the only language with enough items for a figure).
     assert [r["Scope"] for r in rows] == ["Total number", "en"]
     assert all(0.0 <= float(r["Value"]) <= 1.0 for r in rows)
-    # The demo's only evaluation set is made from a label file: the report says it is not a
-    # sample of the pool.
-    assert "evaluation set 'golden'" in rows[0]["Contextual Information"]
-    assert "NOT an unbiased sample" in rows[0]["Contextual Information"]
+    # The demo's prevalence plan is a design-based sample of the pool, preferred over its
+    # label-file golden set (which is not a sample of the pool).
+    context = rows[0]["Contextual Information"]
+    assert "prevalence plan" in context and "inclusion probability" in context
+    assert "NOT an unbiased sample" not in context
 
 
 def test_demo_leaves_a_prevalence_estimate_for_the_evaluation_page(loop: Loop) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from builders import join_every_project
 from test_browser import APP_IDLE, CHROMIUM, PW, _login, _serve
 from test_dsa_report import PERIOD, build_fixture
 
@@ -49,8 +50,8 @@ def test_a_lead_sees_the_report_and_a_reviewer_does_not(
         scores.mkdir()
         with db.sessions.begin() as s:
             build_fixture(s, scores)
-            add_user(s, "lead1", Role.lead, Actor.system(), password=PW)
-            add_user(s, "rev1", Role.reviewer, Actor.system(), password=PW)
+            join_every_project(s, add_user(s, "lead1", Role.lead, Actor.system(), password=PW))
+            join_every_project(s, add_user(s, "rev1", Role.reviewer, Actor.system(), password=PW))
     finally:
         db.dispose()
     with _serve(settings, browser) as base:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from builders import join_every_project
 from eval_builders import build, held_out_rows, label_file, train
 from quality_builders import Labels
 from sqlalchemy import func, select
@@ -69,7 +70,7 @@ def test_engineer_sees_versions_verdict_metrics_and_charts_without_empty_cells(
         create_from_labels(s, get_project(s, "p"), "golden",
                            label_file(tmp_path / "g.jsonl", held_out_rows(truth)),
                            Actor.system())  # fmt: skip
-        add_user(s, "erin", Role.engineer, Actor.system(), password=PW)
+        join_every_project(s, add_user(s, "erin", Role.engineer, Actor.system(), password=PW))
     train(sqlite_db)
     train(sqlite_db)
     at = _login("erin")
@@ -117,7 +118,7 @@ def test_a_reviewer_is_told_the_evaluation_page_is_for_engineers_and_leads(
         from builders import make_project
 
         make_project(s, "p")
-        add_user(s, "alice", Role.reviewer, Actor.system(), password=PW)
+        join_every_project(s, add_user(s, "alice", Role.reviewer, Actor.system(), password=PW))
     at = _login("alice")
     at._page_hash = calc_hash("evaluation")
     at.run()
@@ -135,8 +136,8 @@ def test_a_lead_and_an_admin_open_the_one_evaluation_page(sqlite_db: Database) -
         from builders import make_project
 
         make_project(s, "p")
-        add_user(s, "lena", Role.lead, Actor.system(), password=PW)
-        add_user(s, "ada", Role.admin, Actor.system(), password=PW)
+        join_every_project(s, add_user(s, "lena", Role.lead, Actor.system(), password=PW))
+        join_every_project(s, add_user(s, "ada", Role.admin, Actor.system(), password=PW))
     for name, home in (("lena", "Lead"), ("ada", "Admin")):
         at = _login(name)
         assert [t.value for t in at.title] == [home]  # each role still lands on its own page
@@ -161,7 +162,7 @@ def _chart_specs(at: AppTest) -> str:
 
 def _open_as_engineer(db: Database) -> AppTest:
     with db.sessions.begin() as s:
-        add_user(s, "erin", Role.engineer, Actor.system(), password=PW)
+        join_every_project(s, add_user(s, "erin", Role.engineer, Actor.system(), password=PW))
     at = _login("erin")
     at._page_hash = calc_hash("evaluation")
     at.run()
