@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DecisionName = Literal["violating", "not_violating", "unsure"]
 
 
 class EncoderSettings(BaseModel):
@@ -220,9 +222,7 @@ class TaxonomySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    decisions: list[Literal["violating", "not_violating", "unsure"]] = Field(
-        default_factory=lambda: ["violating", "not_violating", "unsure"]
-    )
+    decisions: list[DecisionName] = Field(default_factory=lambda: list(get_args(DecisionName)))
     policies: list[PolicySpec] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -197,7 +197,8 @@ class HFAudioEncoder(Encoder):
         step = int(self.window_s * self.sample_rate)
         if len(samples) < self.sample_rate // 10:  # models need a few frames: pad to 0.1 s
             samples = np.pad(samples, (0, self.sample_rate // 10 - len(samples)))
-        vectors, weights = [], []
+        vectors: list[np.ndarray] = []
+        weights: list[float] = []
         with self._torch.inference_mode():
             for start in range(0, len(samples), step):
                 window = samples[start : start + step]

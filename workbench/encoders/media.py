@@ -72,8 +72,7 @@ def load_image(
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", draft_size)
         img.load()
-        img = ImageOps.exif_transpose(img)
-        return img.convert("RGB")
+        return ImageOps.exif_transpose(img).convert("RGB")
     except MediaError:
         raise
     except UnidentifiedImageError:

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from workbench.db.models import Project, Role, User, UserSession
+from workbench.db.rows import rows_changed
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, PermissionDenied, WorkbenchError
 from workbench.services.audit import Actor, record_event, require_role
@@ -174,10 +175,9 @@ def revoke_user_sessions(
     )
     if keep_session_id is not None:
         stmt = stmt.where(UserSession.id != keep_session_id)
-    result = session.execute(
-        stmt.values(revoked_at=now).execution_options(synchronize_session=False)
+    return rows_changed(
+        session, stmt.values(revoked_at=now).execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)
 
 
 def set_password(

@@ -247,7 +247,7 @@ def pr_curve(positive: np.ndarray, score: np.ndarray) -> list[dict[str, float]]:
     return points
 
 
-def reliability(positive: np.ndarray, score: np.ndarray) -> list[dict[str, float]]:
+def reliability(positive: np.ndarray, score: np.ndarray) -> list[dict[str, Any]]:
     """One-vs-rest reliability diagram of a class: per equal-width bin of its score, the mean
     score and the share of items that are the class, with a Wilson interval on that share."""
     b = np.minimum((score * ECE_BINS).astype(int), ECE_BINS - 1)

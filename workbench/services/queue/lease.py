@@ -36,6 +36,7 @@ from workbench.db.models import (
     QueueEntry,
     User,
 )
+from workbench.db.rows import rows_changed
 from workbench.db.types import utcnow
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.services.audit import Actor, record_event
@@ -180,12 +181,13 @@ def reclaim_expired(
     n = 0
     for lease_id, entry_id in session.execute(q.limit(10_000)).all():
         # Guarded: only the transaction that flips the lease gives the slot back.
-        flipped = session.execute(
+        flipped = rows_changed(
+            session,
             update(Lease)
             .where(Lease.id == lease_id, Lease.status == LeaseStatus.active)
             .values(status=LeaseStatus.expired, finished_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
         if flipped:
             session.execute(
                 update(QueueEntry)
@@ -303,7 +305,8 @@ def take_slot(
     None when the entry is full or no longer pending (another reviewer won the race), or when
     this reviewer already holds a lease on it (a second tab): the slot is given back then.
     """
-    taken = session.execute(
+    taken = rows_changed(
+        session,
         update(QueueEntry)
         .where(
             QueueEntry.id == entry_id,
@@ -311,8 +314,8 @@ def take_slot(
             QueueEntry.active_leases + QueueEntry.completed < QueueEntry.overlap_target,
         )
         .values(active_leases=QueueEntry.active_leases + 1)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .execution_options(synchronize_session=False),
+    )
     if not taken:
         return None
     lease = Lease(
@@ -542,12 +545,13 @@ def finish_lease(
     Guarded like the lease itself, so a retried submission never counts twice.
     """
     now = now or utcnow()
-    was_active = session.execute(
+    was_active = rows_changed(
+        session,
         update(Lease)
         .where(Lease.id == lease.id, Lease.status.in_([LeaseStatus.active, LeaseStatus.expired]))
         .values(status=status, finished_at=now, label_id=label_id, skip_reason=skip_reason)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .execution_options(synchronize_session=False),
+    )
     if not was_active:
         return False
     prior = lease.status  # as loaded: an expired lease already gave its slot back

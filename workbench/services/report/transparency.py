@@ -483,7 +483,7 @@ def champion_at(session: Session, project: Project, at: datetime) -> ModelVersio
     if stack:
         return next((m for m in models if m.version == stack[-1]), None)
     current = [m for m in models if m.status == ModelStatus.champion]
-    return (current or models or [None])[0]
+    return (current or models)[0] if (current or models) else None
 
 
 def evaluate_automated_means(

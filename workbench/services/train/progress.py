@@ -11,14 +11,14 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Executable, update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from workbench.db.database import Database
 from workbench.db.models import RoundStatus, TrainingRound
+from workbench.db.rows import rows_changed
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
 
@@ -54,11 +54,6 @@ class HeartbeatPolicy:
 
 class RoundReclaimed(WorkbenchError):
     """This attempt no longer holds the round: another worker reclaimed it."""
-
-
-def rows_changed(session: Session, statement: Executable) -> int:
-    """Run a guarded UPDATE; how many rows it changed (0: the guard did not hold)."""
-    return int(cast(CursorResult[Any], session.execute(statement)).rowcount or 0)
 
 
 def _held(round_id: int, attempt: int | None) -> list[ColumnElement[bool]]:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from workbench.db.database import Database
 from workbench.db.models import Label, Project, Role, RoundStatus, TrainingRound
+from workbench.db.rows import rows_changed
 from workbench.db.types import utcnow
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor, record_event
@@ -35,7 +36,6 @@ from workbench.services.train.progress import (
     HeartbeatPolicy,
     RoundLog,
     RoundReclaimed,
-    rows_changed,
 )
 from workbench.services.train.train import train_round
 

@@ -88,16 +88,16 @@ def _pdq_pairs(session: Session, project: Project) -> Iterable[tuple[int, int]]:
             MediaAsset.perceptual_hash.is_not(None),
         )
     ).all()
-    rows = [(iid, h) for iid, h in rows if h and not h.startswith("low:")]
-    if len(rows) < 2:
+    hashed: list[tuple[int, str]] = [(iid, h) for iid, h in rows if h and not h.startswith("low:")]
+    if len(hashed) < 2:
         return []
-    codes = np.stack([np.frombuffer(bytes.fromhex(h), dtype=np.uint8) for _, h in rows])
+    codes = np.stack([np.frombuffer(bytes.fromhex(h), dtype=np.uint8) for _, h in hashed])
     index = faiss.IndexBinaryFlat(256)
     index.add(codes)
     lims, _dist, labels = index.range_search(codes, PDQ_MAX_DISTANCE + 1)
-    ids = [iid for iid, _ in rows]
+    ids = [iid for iid, _ in hashed]
     pairs = []
-    for q in range(len(rows)):
+    for q in range(len(hashed)):
         for j in labels[lims[q] : lims[q + 1]]:
             if j != q:
                 pairs.append((ids[q], ids[int(j)]))

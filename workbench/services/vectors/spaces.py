@@ -96,7 +96,8 @@ def load_space_vectors(
     rows = session.execute(q.order_by(Embedding.item_id)).all()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     store = SegmentStore(space_folder(settings, space.project_id, space.id))
-    vecs = store.read(((r[1], r[2]) for r in rows), space.dim)
+    # An ok embedding always has its segment and row; the columns are nullable for failures.
+    vecs = store.read(((str(r[1]), int(r[2] or 0)) for r in rows), space.dim)
     return ids, vecs
 
 
