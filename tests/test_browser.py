@@ -461,8 +461,13 @@ def test_logging_out_clears_the_cookie(server: dict[str, Any], page: Page) -> No
         lambda: not [c for c in page.context.cookies() if c["name"] == "wb_session"],
         "the login cookie to be cleared",
     )
+    # The logout route answers with a redirect to the login form: wait for it to land before
+    # reloading (a reload in the middle of that navigation has no page to act on).
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.wait_for_load_state("load")
     page.reload()
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert page.get_by_text("alice (", exact=False).count() == 0
 
 
 @pytest.mark.parametrize(

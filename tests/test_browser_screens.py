@@ -20,7 +20,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
-PAGES = ["review", "lead", "adjudication", "gold", "report", "engineer", "evaluation", "admin", "settings"]
+PAGES = [
+    "review",
+    "lead",
+    "adjudication",
+    "gold",
+    "report",
+    "engineer",
+    "evaluation",
+    "admin",
+    "settings",
+]
 # The demo's users, one per role.
 ROLES = {"alice": "reviewer", "lena": "lead", "eddie": "engineer", "admin": "admin"}
 
