@@ -67,7 +67,12 @@ bench: $(STAMP)
 		--kill-fraction 0.1
 	$(PG) $(BIN)/workbench bench queue-latency --sizes 10000,100000,1000000
 	$(LITE) $(BIN)/workbench bench queue-latency --sizes 10000,100000,1000000
-	$(PG) $(BIN)/workbench bench review-latency --items 2000 --labels 50
+	$(PG) $(BIN)/workbench bench review-latency --items 6000 --labels 50
+	$(BIN)/workbench bench eval --data $(DAVIDSON)
+	$(BIN)/workbench bench pdq --n 1000000 --queries 1000
+	$(BIN)/workbench bench scan --data $(DAVIDSON)
+	$(BIN)/workbench bench scan --data $(DAVIDSON) --clients 32 --seconds 60
+	$(BIN)/workbench bench engine --data $(DAVIDSON) --texts 2000
 
 fixtures: $(STAMP)
 	$(BIN)/python scripts/make_fixtures.py

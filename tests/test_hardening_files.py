@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from workbench.db.database import Database, open_database
 from workbench.db.models import MediaAsset, ModelVersion, RoundStatus
 from workbench.errors import WorkbenchError
 from workbench.services.audit import Actor
+from workbench.services.ingest import media_store
 from workbench.services.ingest.write import ingest_path
 from workbench.services.review.media_view import display_image
 from workbench.services.select.batch import select_batch
@@ -176,3 +178,27 @@ def test_an_unexpected_error_never_prints_a_database_password(
         shown = result.stdout + result.stderr
         assert "internal error: RuntimeError" in shown and "***" in shown
         assert "hunter2" not in shown and "ter2" not in shown
+
+
+def test_recovery_leaves_a_run_being_born_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `.new-` folder whose lock file exists but is not locked yet is a run being born; a
+    concurrent ingest's recovery must not remove it (it did, and a scan answered 500)."""
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    settings = Settings()
+    db = open_database(settings)
+    staging = settings.staging_dir
+    staging.mkdir(parents=True, exist_ok=True)
+    born = staging / ".new-0123abcd"
+    born.mkdir()
+    (born / ".lock").write_text("")  # created, not locked yet
+    with db.sessions() as s:
+        media_store.recover_staging(s, settings)
+    assert born.is_dir()
+    old = time.time() - 2 * 3600  # a birth that crashed long ago is recovered
+    os.utime(born, (old, old))
+    with db.sessions() as s:
+        media_store.recover_staging(s, settings)
+    assert not born.exists()
+    db.dispose()

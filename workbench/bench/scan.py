@@ -111,6 +111,10 @@ def _bank(db: Database, n: int) -> None:
             store.add_signal(s, Actor.system(), "BENCH_BLOCK", "pdq", bits)
 
 
+# Status recorded for a request that got no HTTP answer (connection reset, refused, timed out).
+TRANSPORT_ERROR = 0
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -140,11 +144,14 @@ def _start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[by
     raise RuntimeError("`workbench api` did not answer within 120 s")
 
 
-def _log_tail(log: Path, chars: int = 4000) -> str:
+def _log_tail(log: Path, chars: int = 12000) -> str:
+    """The server log from its first traceback (what explains a 5xx), else its end."""
     try:
-        return log.read_text(errors="replace")[-chars:]
+        text = log.read_text(errors="replace")
     except OSError as exc:
         return f"(no server log: {exc})"
+    start = text.find("Traceback")
+    return text[start : start + chars] if start >= 0 else text[-chars:]
 
 
 def run_scan_benchmark(
@@ -196,6 +203,7 @@ def run_scan_benchmark(
             "bank_pdq_hashes": bank_hashes,
             "text": {**text_summary, "scans_per_s": scans_per_s, "statuses": dict(statuses)},
             "jpeg_640x480": {**jpeg_summary, "statuses": dict(jpeg_status)},
+            "transport_errors": statuses.get(TRANSPORT_ERROR, 0),
             "server_5xx": (
                 n_5xx := sum(n for code, n in (statuses + jpeg_status).items() if code >= 500)
             ),
@@ -244,7 +252,14 @@ def _text_phase(
             while time.monotonic() < stop_at:
                 text = texts[i % len(texts)] + f" #{secrets.token_hex(3)}"
                 t0 = time.perf_counter()
-                r = c.post(url, data={"project": PROJECT, "text": text})
+                try:
+                    r = c.post(url, data={"project": PROJECT, "text": text})
+                except httpx.TransportError:
+                    # Counted, never fatal: a client thread that died took its counts with it
+                    # and showed as more scan records than answers.
+                    codes[TRANSPORT_ERROR] += 1
+                    i += clients
+                    continue
                 elapsed = (time.perf_counter() - t0) * 1000.0
                 codes[r.status_code] += 1
                 if r.status_code == 200:

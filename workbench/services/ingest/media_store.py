@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ except ImportError:  # pragma: no cover - Windows: recovery cannot tell live run
 _STORE_LOCK = "media.lock"  # beside the store, in the workbench home
 _RUN_PREFIX = "run-"
 _NEW_PREFIX = ".new-"
+# A `.new-` folder younger than this is a run being born, never a crashed one.
+_BIRTH_GRACE_S = 3600.0
 _LOCK_NAME = ".lock"
 _BLOB_NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{1,8})$")
 _CHUNK = 1024 * 1024
@@ -221,8 +224,12 @@ def recover_staging(session: Session, settings: Settings) -> RecoveryReport:
     for entry in sorted(staging.iterdir()):
         if entry.is_dir() and not entry.is_symlink():
             lock_path = entry / _LOCK_NAME
-            if entry.name.startswith(_NEW_PREFIX) and not lock_path.exists():
-                continue  # a run being born this instant (see StagingRun.__post_init__)
+            if entry.name.startswith(_NEW_PREFIX) and _younger_than(entry, _BIRTH_GRACE_S):
+                # A run being born: between creating its lock file and locking it, the file
+                # exists unlocked, so the lock cannot tell; a concurrent ingest's recovery
+                # removed such a folder under a live run (seen as a 500 from concurrent scans).
+                # Only a folder left from a birth that crashed long ago is recovered.
+                continue
             with _open_lock(lock_path) as lock:
                 if lock is not None and not _try_lock(lock):
                     live += 1
@@ -239,6 +246,13 @@ def recover_staging(session: Session, settings: Settings) -> RecoveryReport:
     if published:
         _fsync_dir(settings.media_dir)
     return RecoveryReport(published=published, deleted=deleted, live_runs_skipped=live)
+
+
+def _younger_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except FileNotFoundError:
+        return True  # gone already: nothing to recover
 
 
 class _open_lock:
